@@ -1,0 +1,222 @@
+/*
+ * login.c - user login with PIN sources. The rules that protect a token from lockout:
+ * check the PIN flags before trying, try a PIN at most once per token and process, and
+ * never hold a lock while a PIN callback (which may prompt) runs.
+ */
+#include <string.h>
+
+#include "p11m_int.h"
+
+static unsigned long login_calls;
+
+unsigned long p11m_login_count(void)
+{
+    return __atomic_load_n(&login_calls, __ATOMIC_SEQ_CST);
+}
+
+static int login_state(P11M_TOKEN *tok, int *refused)
+{
+    int in;
+
+    p11m_token_check_fork(tok);
+    pthread_mutex_lock(&tok->lock);
+    in = tok->logged_in;
+    *refused = tok->pin_refused;
+    pthread_mutex_unlock(&tok->lock);
+    return in;
+}
+
+static void login_set(P11M_TOKEN *tok, int in, int refused)
+{
+    pthread_mutex_lock(&tok->lock);
+    tok->logged_in = in;
+    tok->pin_refused |= refused;
+    pthread_mutex_unlock(&tok->lock);
+}
+
+/* Whether a session already sees a logged-in user (login state is token-wide). */
+static int login_session_says_in(P11M_TOKEN *tok)
+{
+    CK_SESSION_HANDLE sess;
+    CK_SESSION_INFO si;
+    CK_RV rv;
+
+    if (p11m_session_get(tok, &sess) != CKR_OK)
+        return -1;
+    rv = P11M_CALL(tok->mod, C_GetSessionInfo, sess, &si);
+    p11m_session_put(tok, sess, rv);
+    if (rv != CKR_OK) {
+        p11m_raise_ckr(rv, "C_GetSessionInfo", "checking the login state");
+        return -1;
+    }
+    return si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS;
+}
+
+static int login_check_flags(P11M_TOKEN *tok, const char *label)
+{
+    CK_FLAGS f;
+    CK_RV rv = p11m_token_refresh_info(tok);
+
+    if (rv != CKR_OK) {
+        p11m_raise_ckr(rv, "C_GetTokenInfo", "token '%s'", label);
+        return 0;
+    }
+    f = tok->info.flags;
+    if (f & CKF_USER_PIN_LOCKED)
+        p11m_raise(P11M_R_PIN_LOCKED, "token '%s': user PIN is locked; no login tried",
+                   label);
+    else if (f & CKF_USER_PIN_FINAL_TRY)
+        p11m_raise(P11M_R_PIN_LOCKED,
+                   "token '%s': user PIN is on its final try; no login tried, so a wrong "
+                   "PIN cannot lock it (log in once with the right PIN to reset the count)",
+                   label);
+    else if (!(f & CKF_USER_PIN_INITIALIZED))
+        p11m_raise(P11M_R_PIN_MISSING, "token '%s': user PIN not initialised", label);
+    else
+        return 1;
+    return 0;
+}
+
+/* The PIN for a login, in the documented order. Nothing is locked here. */
+static int login_get_pin(const P11M_LOGIN_INFO *li, const char *label, P11M_PIN *pin)
+{
+    size_t len;
+
+    if (li != NULL && li->pin_value != NULL) {
+        len = strlen(li->pin_value);
+        if (len >= sizeof(pin->buf)) {
+            p11m_raise(P11M_R_PIN_SOURCE, "pin-value in URI is too long");
+            return 0;
+        }
+        memcpy(pin->buf, li->pin_value, len + 1);
+        pin->len = len;
+        return 1;
+    }
+    if (li != NULL && li->pin_source != NULL)
+        return p11m_pin_read(li->pin_source, pin);
+    if (li != NULL && li->cb != NULL) {
+        if (li->cb(pin, label, li->cb_arg) && pin->len > 0 && pin->len < sizeof(pin->buf))
+            return 1;
+        p11m_pin_cleanse(pin);
+    }
+    p11m_raise(P11M_R_PIN_MISSING,
+               "token '%s' needs a PIN and none is configured (set pin-source)", label);
+    return 0;
+}
+
+static int login_do(P11M_TOKEN *tok, CK_USER_TYPE user, CK_SESSION_HANDLE sess,
+                    const P11M_PIN *pin, const char *label)
+{
+    CK_RV rv;
+
+    __atomic_add_fetch(&login_calls, 1, __ATOMIC_SEQ_CST);
+    rv = P11M_CALL(tok->mod, C_Login, sess, user,
+                   pin != NULL ? (CK_UTF8CHAR_PTR) pin->buf : NULL,
+                   pin != NULL ? pin->len : 0);
+    if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
+        return 1;
+    if (p11m_ckr_reason(rv) == P11M_R_PIN_INCORRECT) {
+        login_set(tok, 0, 1);
+        p11m_raise_ckr(rv, "C_Login",
+                       "token '%s' refused the PIN; it will not be tried again by this "
+                       "process",
+                       label);
+    } else {
+        p11m_raise_ckr(rv, "C_Login", "logging in to token '%s'", label);
+    }
+    return 0;
+}
+
+int p11m_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li)
+{
+    char label[40];
+    P11M_PIN pin;
+    CK_SESSION_HANDLE sess;
+    int refused, in, ok = 0, protected_path;
+
+    p11m_token_label(tok, label, sizeof(label));
+    if (login_state(tok, &refused))
+        return 1;
+    if (refused) {
+        p11m_raise(P11M_R_PIN_INCORRECT,
+                   "token '%s' refused the PIN earlier in this process; not tried again",
+                   label);
+        return 0;
+    }
+    if ((in = login_session_says_in(tok)) != 0) {
+        if (in > 0)
+            login_set(tok, 1, 0);
+        return in > 0;
+    }
+    if (!login_check_flags(tok, label))
+        return 0;
+    protected_path = (tok->info.flags & CKF_PROTECTED_AUTHENTICATION_PATH) != 0;
+    pin.len = 0;
+    if (!protected_path && !login_get_pin(li, label, &pin))
+        return 0;
+    pthread_mutex_lock(&tok->login_lock);
+    if (login_state(tok, &refused)) {
+        ok = 1; /* another thread logged in while we read the PIN */
+    } else if (refused) {
+        p11m_raise(P11M_R_PIN_INCORRECT, "token '%s' refused the PIN", label);
+    } else if (p11m_session_get(tok, &sess) == CKR_OK) {
+        ok = login_do(tok, CKU_USER, sess, protected_path ? NULL : &pin, label);
+        p11m_session_put(tok, sess, CKR_OK);
+        if (ok)
+            login_set(tok, 1, 0);
+    }
+    pthread_mutex_unlock(&tok->login_lock);
+    p11m_pin_cleanse(&pin);
+    if (ok)
+        p11m_log(1, "logged in to token '%s'", label);
+    return ok;
+}
+
+void p11m_login_lost(P11M_TOKEN *tok)
+{
+    login_set(tok, 0, 0);
+}
+
+int p11m_login_so(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN_INFO *li)
+{
+    char label[40];
+    P11M_PIN pin;
+    int ok;
+
+    p11m_token_label(tok, label, sizeof(label));
+    if (p11m_token_refresh_info(tok) == CKR_OK &&
+        (tok->info.flags & (CKF_SO_PIN_LOCKED | CKF_SO_PIN_FINAL_TRY))) {
+        p11m_raise(P11M_R_PIN_LOCKED,
+                   "token '%s': SO PIN is locked or on its final try; no login tried", label);
+        return 0;
+    }
+    pin.len = 0;
+    if (!login_get_pin(li, label, &pin))
+        return 0;
+    ok = login_do(tok, CKU_SO, sess, &pin, label);
+    p11m_pin_cleanse(&pin);
+    return ok;
+}
+
+int p11m_login_context(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN_INFO *li)
+{
+    char label[40];
+    P11M_PIN pin;
+    CK_RV rv;
+
+    p11m_token_label(tok, label, sizeof(label));
+    pin.len = 0;
+    if (!login_get_pin(li, label, &pin))
+        return 0;
+    __atomic_add_fetch(&login_calls, 1, __ATOMIC_SEQ_CST);
+    rv = P11M_CALL(tok->mod, C_Login, sess, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR) pin.buf,
+                   pin.len);
+    p11m_pin_cleanse(&pin);
+    if (rv != CKR_OK) {
+        if (p11m_ckr_reason(rv) == P11M_R_PIN_INCORRECT)
+            login_set(tok, 0, 1);
+        p11m_raise_ckr(rv, "C_Login", "context-specific login to token '%s'", label);
+        return 0;
+    }
+    return 1;
+}

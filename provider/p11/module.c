@@ -1,0 +1,179 @@
+/*
+ * module.c - PKCS#11 modules: loaded through p11-kit, initialised once per process
+ * generation, never finalised.
+ *
+ * p11-kit refuses to load its own proxy as a module, so the proxy (the default, which
+ * gives access to every token registered with p11-kit) is opened directly; any other
+ * module goes through p11_kit_module_load(). After fork the child must call C_Initialize
+ * again before using a module (p11-kit's proxy answers CKR_CRYPTOKI_NOT_INITIALIZED until
+ * then); p11m_module_check_fork() does that lazily on first use in the child.
+ */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <p11-kit/p11-kit.h>
+
+#include "p11m.h"
+#include "p11m_config.h"
+
+#define MAX_MODULES 16
+
+static pthread_mutex_t modules_lock = PTHREAD_MUTEX_INITIALIZER;
+static P11M_MODULE *modules[MAX_MODULES];
+static size_t n_modules;
+static unsigned fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void module_atfork_child(void)
+{
+    /* Only a counter: PKCS#11 work in an atfork handler can deadlock (p11-kit, #156). */
+    __atomic_add_fetch(&fork_generation, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_init(&modules_lock, NULL);
+}
+
+static void module_register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, module_atfork_child);
+}
+
+unsigned p11m_fork_generation(void)
+{
+    return __atomic_load_n(&fork_generation, __ATOMIC_SEQ_CST);
+}
+
+CK_RV p11m_call_done(const P11M_MODULE *mod, const char *name, CK_RV rv)
+{
+    if (p11m_log_level >= 2 || (rv != CKR_OK && p11m_log_level >= 1))
+        p11m_log(1, "%s(%s) = %s", name, mod->path, p11m_ckr_name(rv));
+    return rv;
+}
+
+static int module_is_proxy(const char *path)
+{
+    const char *base = strrchr(path, '/');
+
+    return strcmp(base != NULL ? base + 1 : path, "p11-kit-proxy.so") == 0;
+}
+
+static CK_FUNCTION_LIST *module_open(const char *path)
+{
+    CK_FUNCTION_LIST *fl = NULL;
+    CK_C_GetFunctionList get_list;
+    void *dl;
+
+    if (!module_is_proxy(path)) {
+        fl = p11_kit_module_load(path, P11_KIT_MODULE_UNMANAGED);
+        if (fl == NULL)
+            p11m_raise(P11M_R_MODULE_LOAD, "%s: %s", path, p11_kit_message());
+        return fl;
+    }
+    dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (dl == NULL) {
+        p11m_raise(P11M_R_MODULE_LOAD, "%s: %s", path, dlerror());
+        return NULL;
+    }
+    get_list = (CK_C_GetFunctionList) dlsym(dl, "C_GetFunctionList");
+    if (get_list == NULL || get_list(&fl) != CKR_OK || fl == NULL) {
+        p11m_raise(P11M_R_MODULE_LOAD, "%s: no usable C_GetFunctionList", path);
+        dlclose(dl);
+        return NULL;
+    }
+    return fl;
+}
+
+static CK_RV module_initialize(P11M_MODULE *mod)
+{
+    CK_C_INITIALIZE_ARGS args;
+    CK_RV rv;
+
+    memset(&args, 0, sizeof(args));
+    args.flags = CKF_OS_LOCKING_OK;
+    args.pReserved = mod->init_args;
+    rv = P11M_CALL(mod, C_Initialize, &args);
+    if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED)
+        rv = CKR_OK; /* the program or another library initialised it first */
+    if (rv != CKR_OK) {
+        p11m_raise_ckr(rv, "C_Initialize", "module %s", mod->path);
+        return rv;
+    }
+    __atomic_store_n(&mod->generation, p11m_fork_generation(), __ATOMIC_RELEASE);
+    return CKR_OK;
+}
+
+static P11M_MODULE *module_load(const char *path, const char *init_args)
+{
+    P11M_MODULE *mod = calloc(1, sizeof(*mod));
+    CK_RV rv;
+
+    if (mod == NULL)
+        return NULL;
+    mod->path = strdup(path);
+    mod->init_args = init_args != NULL ? strdup(init_args) : NULL;
+    if (mod->path == NULL || (init_args != NULL && mod->init_args == NULL))
+        goto fail;
+    mod->fl = module_open(path);
+    if (mod->fl == NULL || module_initialize(mod) != CKR_OK)
+        goto fail;
+    rv = P11M_CALL(mod, C_GetInfo, &mod->info);
+    if (rv != CKR_OK) {
+        p11m_raise_ckr(rv, "C_GetInfo", "module %s", path);
+        goto fail; /* left loaded: unloading a half-initialised module is riskier */
+    }
+    p11m_log(1, "loaded PKCS#11 module %s", path);
+    return mod;
+fail:
+    free(mod->path);
+    free(mod->init_args);
+    free(mod);
+    return NULL;
+}
+
+static int module_same(const P11M_MODULE *mod, const char *path, const char *init_args)
+{
+    if (strcmp(mod->path, path) != 0)
+        return 0;
+    if (mod->init_args == NULL || init_args == NULL)
+        return mod->init_args == init_args;
+    return strcmp(mod->init_args, init_args) == 0;
+}
+
+P11M_MODULE *p11m_module_get(const char *path, const char *init_args)
+{
+    P11M_MODULE *mod = NULL;
+
+    p11m_log_init();
+    pthread_once(&atfork_once, module_register_atfork);
+    if (path == NULL || *path == '\0')
+        path = P11M_DEFAULT_MODULE;
+    pthread_mutex_lock(&modules_lock);
+    for (size_t i = 0; i < n_modules && mod == NULL; i++)
+        if (module_same(modules[i], path, init_args))
+            mod = modules[i];
+    if (mod == NULL) {
+        if (n_modules == MAX_MODULES)
+            p11m_raise(P11M_R_MODULE_LOAD, "%s: too many PKCS#11 modules in use", path);
+        else if ((mod = module_load(path, init_args)) != NULL)
+            modules[n_modules++] = mod;
+    }
+    pthread_mutex_unlock(&modules_lock);
+    if (mod != NULL && p11m_module_check_fork(mod) != CKR_OK)
+        return NULL;
+    return mod;
+}
+
+CK_RV p11m_module_check_fork(P11M_MODULE *mod)
+{
+    CK_RV rv = CKR_OK;
+
+    if (__atomic_load_n(&mod->generation, __ATOMIC_ACQUIRE) == p11m_fork_generation())
+        return CKR_OK;
+    pthread_mutex_lock(&modules_lock);
+    if (mod->generation != p11m_fork_generation()) {
+        p11m_log(1, "re-initialising %s after fork", mod->path);
+        rv = module_initialize(mod);
+    }
+    pthread_mutex_unlock(&modules_lock);
+    return rv;
+}

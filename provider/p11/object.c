@@ -1,0 +1,652 @@
+/*
+ * object.c - objects on tokens: found by URI, public attributes read once and cached,
+ * handles refreshed after fork or token re-insertion, and the one-shot signature.
+ *
+ * Handles are collected first and attributes read afterwards, never interleaved with a
+ * C_FindObjects sequence (some modules mishandle that).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "p11m_int.h"
+
+#define MAX_FOUND     256
+#define MAX_ATTR_LEN  65536
+#define MAX_OBJ_ATTRS 12
+
+struct obj_attr {
+    CK_ATTRIBUTE_TYPE type;
+    unsigned char *val;
+    size_t len;
+};
+
+struct p11m_obj {
+    int refs;
+    P11M_TOKEN *tok;
+    CK_OBJECT_CLASS cls;
+    CK_KEY_TYPE ktype;
+    unsigned char *id;
+    size_t idlen;
+    char *label;
+    int always_auth;
+    struct obj_attr attrs[MAX_OBJ_ATTRS];
+    size_t n_attrs;
+
+    /* Guards the handle cache. */
+    pthread_mutex_t lock;
+    CK_OBJECT_HANDLE handle;
+    unsigned epoch;
+    int have_handle;
+
+    P11M_LOGIN_INFO li; /* pin_value and pin_source owned (copied), cb never kept */
+};
+
+static const CK_ATTRIBUTE_TYPE cert_attrs[] = {CKA_VALUE, CKA_SUBJECT, CKA_ISSUER,
+                                               CKA_SERIAL_NUMBER};
+static const CK_ATTRIBUTE_TYPE rsa_attrs[] = {CKA_MODULUS, CKA_PUBLIC_EXPONENT,
+                                              CKA_ALLOWED_MECHANISMS};
+static const CK_ATTRIBUTE_TYPE ec_attrs[] = {CKA_EC_PARAMS, CKA_EC_POINT,
+                                             CKA_ALLOWED_MECHANISMS};
+
+/* ---- accessors ---- */
+
+P11M_OBJ *p11m_obj_ref(P11M_OBJ *obj)
+{
+    __atomic_add_fetch(&obj->refs, 1, __ATOMIC_RELAXED);
+    return obj;
+}
+
+static void obj_free_secret(char *s)
+{
+    if (s != NULL) {
+        OPENSSL_cleanse(s, strlen(s));
+        free(s);
+    }
+}
+
+void p11m_obj_free(P11M_OBJ *obj)
+{
+    if (obj == NULL || __atomic_sub_fetch(&obj->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    for (size_t i = 0; i < obj->n_attrs; i++)
+        free(obj->attrs[i].val);
+    free(obj->id);
+    free(obj->label);
+    obj_free_secret((char *) obj->li.pin_value);
+    free((char *) obj->li.pin_source);
+    pthread_mutex_destroy(&obj->lock);
+    free(obj);
+}
+
+CK_OBJECT_CLASS p11m_obj_class(const P11M_OBJ *obj)
+{
+    return obj->cls;
+}
+
+CK_KEY_TYPE p11m_obj_key_type(const P11M_OBJ *obj)
+{
+    return obj->ktype;
+}
+
+P11M_TOKEN *p11m_obj_token(const P11M_OBJ *obj)
+{
+    return obj->tok;
+}
+
+const unsigned char *p11m_obj_id(const P11M_OBJ *obj, size_t *len)
+{
+    *len = obj->idlen;
+    return obj->id;
+}
+
+const char *p11m_obj_label(const P11M_OBJ *obj)
+{
+    return obj->label != NULL ? obj->label : "";
+}
+
+int p11m_obj_always_authenticate(const P11M_OBJ *obj)
+{
+    return obj->always_auth;
+}
+
+const P11M_LOGIN_INFO *p11m_obj_login_info(const P11M_OBJ *obj)
+{
+    return &obj->li;
+}
+
+const unsigned char *p11m_obj_attr(const P11M_OBJ *obj, CK_ATTRIBUTE_TYPE type, size_t *len)
+{
+    for (size_t i = 0; i < obj->n_attrs; i++) {
+        if (obj->attrs[i].type == type) {
+            *len = obj->attrs[i].len;
+            return obj->attrs[i].val;
+        }
+    }
+    *len = 0;
+    return NULL;
+}
+
+/* ---- reading from the token ---- */
+
+/* Reads the attributes in types that the object has; absent ones are skipped. */
+static CK_RV obj_read_attrs(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE h,
+                            const CK_ATTRIBUTE_TYPE *types, size_t n)
+{
+    CK_ATTRIBUTE t[MAX_OBJ_ATTRS];
+    CK_RV rv;
+
+    for (size_t i = 0; i < n; i++)
+        t[i] = (CK_ATTRIBUTE){types[i], NULL, 0};
+    /* Sizes first; CKR_ATTRIBUTE_TYPE_INVALID still fills the lengths of the others. */
+    rv = P11M_CALL(obj->tok->mod, C_GetAttributeValue, sess, h, t, n);
+    if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_ATTRIBUTE_SENSITIVE)
+        return rv;
+    for (size_t i = 0; i < n; i++) {
+        if (t[i].ulValueLen == CK_UNAVAILABLE_INFORMATION || t[i].ulValueLen == 0 ||
+            t[i].ulValueLen > MAX_ATTR_LEN || obj->n_attrs == MAX_OBJ_ATTRS ||
+            p11m_obj_attr(obj, types[i], &(size_t){0}) != NULL) {
+            t[i].ulValueLen = 0;
+            continue;
+        }
+        t[i].pValue = malloc(t[i].ulValueLen);
+        if (t[i].pValue == NULL)
+            return CKR_HOST_MEMORY;
+        rv = P11M_CALL(obj->tok->mod, C_GetAttributeValue, sess, h, &t[i], 1);
+        if (rv != CKR_OK) {
+            free(t[i].pValue);
+            continue; /* an attribute that vanished or grew: leave it out */
+        }
+        obj->attrs[obj->n_attrs++] = (struct obj_attr){types[i], t[i].pValue, t[i].ulValueLen};
+    }
+    return CKR_OK;
+}
+
+static CK_RV obj_read_ulong(P11M_MODULE *mod, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE h,
+                            CK_ATTRIBUTE_TYPE type, CK_ULONG *v)
+{
+    CK_ATTRIBUTE a = {type, v, sizeof(*v)};
+
+    return P11M_CALL(mod, C_GetAttributeValue, sess, h, &a, 1);
+}
+
+/* Reads CKA_ID and CKA_LABEL into the object. */
+static CK_RV obj_read_names(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE h)
+{
+    CK_ATTRIBUTE t[2] = {{CKA_ID, NULL, 0}, {CKA_LABEL, NULL, 0}};
+    CK_RV rv = P11M_CALL(obj->tok->mod, C_GetAttributeValue, sess, h, t, 2);
+
+    if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
+        return rv;
+    for (int i = 0; i < 2; i++)
+        if (t[i].ulValueLen == CK_UNAVAILABLE_INFORMATION || t[i].ulValueLen > 4096)
+            t[i].ulValueLen = 0;
+    obj->id = malloc(t[0].ulValueLen + 1);
+    obj->label = malloc(t[1].ulValueLen + 1);
+    if (obj->id == NULL || obj->label == NULL)
+        return CKR_HOST_MEMORY;
+    t[0].pValue = obj->id;
+    t[1].pValue = obj->label;
+    rv = P11M_CALL(obj->tok->mod, C_GetAttributeValue, sess, h, t, 2);
+    if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
+        return rv;
+    obj->idlen = t[0].ulValueLen == CK_UNAVAILABLE_INFORMATION ? 0 : t[0].ulValueLen;
+    obj->label[t[1].ulValueLen == CK_UNAVAILABLE_INFORMATION ? 0 : t[1].ulValueLen] = '\0';
+    return CKR_OK;
+}
+
+static char *obj_strdup(const char *s)
+{
+    return s != NULL ? strdup(s) : NULL;
+}
+
+static P11M_OBJ *obj_new(P11M_TOKEN *tok, CK_OBJECT_CLASS cls, const P11M_LOGIN_INFO *li)
+{
+    P11M_OBJ *obj = calloc(1, sizeof(*obj));
+
+    if (obj == NULL)
+        return NULL;
+    obj->refs = 1;
+    obj->tok = tok;
+    obj->cls = cls;
+    obj->ktype = (CK_KEY_TYPE) -1;
+    pthread_mutex_init(&obj->lock, NULL);
+    if (li != NULL) {
+        obj->li.pin_value = obj_strdup(li->pin_value);
+        obj->li.pin_source = obj_strdup(li->pin_source);
+    }
+    return obj;
+}
+
+static void obj_set_handle(P11M_OBJ *obj, CK_OBJECT_HANDLE h)
+{
+    pthread_mutex_lock(&obj->lock);
+    obj->handle = h;
+    obj->have_handle = 1;
+    obj->epoch = p11m_token_epoch(obj->tok);
+    pthread_mutex_unlock(&obj->lock);
+}
+
+static CK_RV obj_read_key(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE h)
+{
+    CK_ULONG v;
+    CK_RV rv = obj_read_ulong(obj->tok->mod, sess, h, CKA_KEY_TYPE, &v);
+
+    if (rv != CKR_OK)
+        return rv;
+    obj->ktype = v;
+    if (obj->cls == CKO_PRIVATE_KEY &&
+        obj_read_ulong(obj->tok->mod, sess, h, CKA_ALWAYS_AUTHENTICATE, &v) == CKR_OK)
+        obj->always_auth = ((CK_BBOOL) v) == CK_TRUE;
+    if (obj->ktype == CKK_RSA)
+        return obj_read_attrs(obj, sess, h, rsa_attrs, 3);
+    if (obj->ktype == CKK_EC || obj->ktype == CKK_EC_EDWARDS)
+        return obj_read_attrs(obj, sess, h, ec_attrs, 3);
+    return CKR_OK;
+}
+
+/* A new object for handle h of class cls, with names and public attributes read. */
+static P11M_OBJ *obj_load(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE h,
+                          CK_OBJECT_CLASS cls, const P11M_LOGIN_INFO *li)
+{
+    P11M_OBJ *obj = obj_new(tok, cls, li);
+    CK_RV rv;
+
+    if (obj == NULL)
+        return NULL;
+    rv = obj_read_names(obj, sess, h);
+    if (rv == CKR_OK)
+        rv = cls == CKO_CERTIFICATE ? obj_read_attrs(obj, sess, h, cert_attrs, 4)
+                                    : obj_read_key(obj, sess, h);
+    if (rv != CKR_OK) {
+        p11m_raise_ckr(rv, "C_GetAttributeValue", "reading object attributes");
+        p11m_obj_free(obj);
+        return NULL;
+    }
+    obj_set_handle(obj, h);
+    return obj;
+}
+
+/* ---- finding ---- */
+
+typedef struct find_tmpl {
+    CK_ATTRIBUTE a[4];
+    CK_ULONG n;
+    CK_OBJECT_CLASS cls;
+} FIND_TMPL;
+
+static void tmpl_init(FIND_TMPL *t, CK_OBJECT_CLASS cls)
+{
+    t->cls = cls;
+    t->a[0] = (CK_ATTRIBUTE){CKA_CLASS, &t->cls, sizeof(t->cls)};
+    t->n = 1;
+}
+
+static void tmpl_add(FIND_TMPL *t, CK_ATTRIBUTE_TYPE type, const void *v, size_t len)
+{
+    if (t->n < 4)
+        t->a[t->n++] = (CK_ATTRIBUTE){type, (void *) v, len};
+}
+
+static CK_RV obj_find_handles(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, FIND_TMPL *t,
+                              CK_OBJECT_HANDLE *h, CK_ULONG *n)
+{
+    CK_RV rv = P11M_CALL(tok->mod, C_FindObjectsInit, sess, t->a, t->n);
+
+    *n = 0;
+    if (rv != CKR_OK)
+        return rv;
+    rv = P11M_CALL(tok->mod, C_FindObjects, sess, h, MAX_FOUND, n);
+    P11M_CALL(tok->mod, C_FindObjectsFinal, sess);
+    return rv;
+}
+
+static void tmpl_from_uri(FIND_TMPL *t, P11KitUri *uri, CK_OBJECT_CLASS cls)
+{
+    CK_ATTRIBUTE *a;
+
+    tmpl_init(t, cls);
+    if ((a = p11_kit_uri_get_attribute(uri, CKA_ID)) != NULL)
+        tmpl_add(t, CKA_ID, a->pValue, a->ulValueLen);
+    if ((a = p11_kit_uri_get_attribute(uri, CKA_LABEL)) != NULL)
+        tmpl_add(t, CKA_LABEL, a->pValue, a->ulValueLen);
+}
+
+struct find_run {
+    const P11M_FIND_ARGS *args;
+    p11m_obj_cb *cb;
+    void *cb_arg;
+    int count;
+    int stop;
+    P11M_LOGIN_INFO li; /* URI's PIN info, else the caller's */
+};
+
+static int find_emit(struct find_run *run, P11M_OBJ *obj)
+{
+    run->count++;
+    if (!run->cb(obj, run->cb_arg))
+        run->stop = 1;
+    return !run->stop;
+}
+
+/* Fills a private key's missing public attributes from its public key or certificate. */
+static void find_complete_private(P11M_OBJ *key, CK_SESSION_HANDLE sess)
+{
+    static const CK_OBJECT_CLASS order[] = {CKO_PUBLIC_KEY, CKO_CERTIFICATE};
+    CK_OBJECT_HANDLE h[MAX_FOUND];
+    CK_ULONG n;
+    FIND_TMPL t;
+    size_t len;
+
+    if (key->idlen == 0 || p11m_obj_attr(key, key->ktype == CKK_RSA ? CKA_MODULUS
+                                                                     : CKA_EC_POINT,
+                                         &len) != NULL)
+        return;
+    for (int i = 0; i < 2; i++) {
+        tmpl_init(&t, order[i]);
+        tmpl_add(&t, CKA_ID, key->id, key->idlen);
+        if (obj_find_handles(key->tok, sess, &t, h, &n) != CKR_OK || n == 0)
+            continue;
+        if (order[i] == CKO_PUBLIC_KEY) {
+            const CK_ATTRIBUTE_TYPE *types = key->ktype == CKK_RSA ? rsa_attrs : ec_attrs;
+            obj_read_attrs(key, sess, h[0], types, 2);
+        } else {
+            obj_read_attrs(key, sess, h[0], cert_attrs, 1);
+        }
+        return;
+    }
+}
+
+/*
+ * Private keys stand for an object that a login may be needed to see: made from the
+ * public key (else the certificate) with the same CKA_ID, with the handle looked up at
+ * first use. This keeps listing and loading free of PIN prompts.
+ */
+static P11M_OBJ *find_private_standin(P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
+                                      CK_OBJECT_HANDLE h, CK_OBJECT_CLASS from,
+                                      const P11M_LOGIN_INFO *li)
+{
+    P11M_OBJ *src = obj_load(tok, sess, h, from, li);
+    P11M_OBJ *key;
+
+    if (src == NULL || src->idlen == 0) {
+        p11m_obj_free(src);
+        return NULL;
+    }
+    key = src;
+    key->cls = CKO_PRIVATE_KEY;
+    key->have_handle = 0;
+    if (from == CKO_CERTIFICATE) {
+        /* Keep only the certificate DER: the caller derives the public key from it. */
+        for (size_t i = 1; i < key->n_attrs; i++)
+            free(key->attrs[i].val);
+        key->n_attrs = key->attrs[0].type == CKA_VALUE ? 1 : 0;
+    } else {
+        for (size_t i = 0; i < key->n_attrs; i++)
+            if (key->attrs[i].type == CKA_ALLOWED_MECHANISMS)
+                key->attrs[i].len = 0; /* the public key's list says nothing of signing */
+    }
+    return key;
+}
+
+static int find_class(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
+                      CK_OBJECT_CLASS cls, CK_OBJECT_CLASS load_as)
+{
+    CK_OBJECT_HANDLE *h = calloc(MAX_FOUND, sizeof(*h));
+    CK_ULONG n = 0;
+    FIND_TMPL t;
+    CK_RV rv;
+    int found = 0;
+
+    if (h == NULL)
+        return -1;
+    tmpl_from_uri(&t, run->args->uri, cls);
+    if (cls == CKO_CERTIFICATE && run->args->subject != NULL)
+        tmpl_add(&t, CKA_SUBJECT, run->args->subject, run->args->subject_len);
+    rv = obj_find_handles(tok, sess, &t, h, &n);
+    if (rv != CKR_OK) {
+        p11m_raise_ckr(rv, "C_FindObjects", "searching the token");
+        free(h);
+        return -1;
+    }
+    for (CK_ULONG i = 0; i < n && !run->stop; i++) {
+        P11M_OBJ *obj = load_as == cls ? obj_load(tok, sess, h[i], cls, &run->li)
+                                       : find_private_standin(tok, sess, h[i], cls, &run->li);
+
+        if (obj == NULL)
+            continue;
+        if (obj->cls == CKO_PRIVATE_KEY)
+            find_complete_private(obj, sess);
+        found++;
+        find_emit(run, obj);
+    }
+    free(h);
+    return found;
+}
+
+static int find_private(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
+                        int explicit)
+{
+    int n = find_class(run, tok, sess, CKO_PRIVATE_KEY, CKO_PRIVATE_KEY);
+
+    if (n != 0 || !explicit || run->stop)
+        return n;
+    n = find_class(run, tok, sess, CKO_PUBLIC_KEY, CKO_PRIVATE_KEY);
+    if (n == 0)
+        n = find_class(run, tok, sess, CKO_CERTIFICATE, CKO_PRIVATE_KEY);
+    if (n != 0)
+        return n;
+    /* Nothing public to go by: only a login can show whether the key exists. */
+    if (!p11m_login(tok, &run->li))
+        return -1;
+    return find_class(run, tok, sess, CKO_PRIVATE_KEY, CKO_PRIVATE_KEY);
+}
+
+static CK_OBJECT_CLASS find_wanted_class(const P11M_FIND_ARGS *args)
+{
+    CK_ATTRIBUTE *a;
+
+    if (args->cls != (CK_OBJECT_CLASS) -1)
+        return args->cls;
+    a = p11_kit_uri_get_attribute(args->uri, CKA_CLASS);
+    if (a != NULL && a->ulValueLen == sizeof(CK_OBJECT_CLASS))
+        return *(CK_OBJECT_CLASS *) a->pValue;
+    return (CK_OBJECT_CLASS) -1;
+}
+
+static int find_on_token(struct find_run *run, P11M_TOKEN *tok)
+{
+    CK_OBJECT_CLASS want = find_wanted_class(run->args);
+    CK_SESSION_HANDLE sess;
+    int r = 0;
+
+    if (p11m_session_get(tok, &sess) != CKR_OK)
+        return -1;
+    if (want == (CK_OBJECT_CLASS) -1 || want == CKO_CERTIFICATE)
+        r = find_class(run, tok, sess, CKO_CERTIFICATE, CKO_CERTIFICATE);
+    if (r >= 0 && !run->stop && (want == (CK_OBJECT_CLASS) -1 || want == CKO_PUBLIC_KEY))
+        r = find_class(run, tok, sess, CKO_PUBLIC_KEY, CKO_PUBLIC_KEY);
+    if (r >= 0 && !run->stop && (want == (CK_OBJECT_CLASS) -1 || want == CKO_PRIVATE_KEY))
+        r = find_private(run, tok, sess, want == CKO_PRIVATE_KEY);
+    p11m_session_put(tok, sess, CKR_OK);
+    return r < 0 ? -1 : 0;
+}
+
+int p11m_objects_find(P11M_MODULE *mod, const P11M_FIND_ARGS *args, p11m_obj_cb *cb,
+                      void *arg)
+{
+    struct find_run run = {args, cb, arg, 0, 0, {NULL, NULL, NULL, NULL}};
+    P11M_TOKEN_LIST list;
+    int err = 0;
+
+    if (args->li != NULL)
+        run.li = *args->li;
+    if (p11_kit_uri_get_pin_value(args->uri) != NULL)
+        run.li.pin_value = p11_kit_uri_get_pin_value(args->uri);
+    if (p11_kit_uri_get_pin_source(args->uri) != NULL)
+        run.li.pin_source = p11_kit_uri_get_pin_source(args->uri);
+    if (!p11m_tokens_find(mod, args->uri, &list))
+        return -1;
+    if (list.n == 0) {
+        p11m_raise(P11M_R_NO_TOKEN, "no token in %s matches the URI", mod->path);
+        return -1;
+    }
+    for (size_t i = 0; i < list.n && !run.stop; i++)
+        if (find_on_token(&run, list.v[i]) < 0)
+            err = 1;
+    p11m_token_list_free(&list);
+    /* A failure on one token does not hide what another token had. */
+    return err && run.count == 0 ? -1 : run.count;
+}
+
+/* ---- handles and signing ---- */
+
+static CK_RV obj_lookup_handle(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE *h)
+{
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG n;
+    FIND_TMPL t;
+    CK_RV rv;
+
+    tmpl_init(&t, obj->cls);
+    if (obj->idlen > 0)
+        tmpl_add(&t, CKA_ID, obj->id, obj->idlen);
+    else if (obj->label != NULL && obj->label[0] != '\0')
+        tmpl_add(&t, CKA_LABEL, obj->label, strlen(obj->label));
+    rv = P11M_CALL(obj->tok->mod, C_FindObjectsInit, sess, t.a, t.n);
+    if (rv != CKR_OK)
+        return rv;
+    rv = P11M_CALL(obj->tok->mod, C_FindObjects, sess, found, 1, &n);
+    P11M_CALL(obj->tok->mod, C_FindObjectsFinal, sess);
+    if (rv != CKR_OK)
+        return rv;
+    if (n == 0)
+        return CKR_OBJECT_HANDLE_INVALID;
+    *h = found[0];
+    return CKR_OK;
+}
+
+CK_RV p11m_obj_handle(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE *h)
+{
+    unsigned epoch = p11m_token_epoch(obj->tok);
+    int cached;
+    CK_RV rv;
+
+    pthread_mutex_lock(&obj->lock);
+    cached = obj->have_handle && obj->epoch == epoch;
+    *h = obj->handle;
+    pthread_mutex_unlock(&obj->lock);
+    if (cached)
+        return CKR_OK;
+    if (obj->cls == CKO_PRIVATE_KEY && !p11m_login(obj->tok, &obj->li))
+        return P11M_CKR_RAISED;
+    rv = obj_lookup_handle(obj, sess, h);
+    if (rv == CKR_OBJECT_HANDLE_INVALID) {
+        p11m_raise(P11M_R_NO_OBJECT, "object '%s' is not on the token",
+                   p11m_obj_label(obj));
+        return P11M_CKR_RAISED;
+    }
+    if (rv != CKR_OK) {
+        p11m_raise_ckr(rv, "C_FindObjects", "looking up object '%s'", p11m_obj_label(obj));
+        return P11M_CKR_RAISED;
+    }
+    obj_set_handle(obj, *h);
+    return CKR_OK;
+}
+
+static void obj_forget_handle(P11M_OBJ *obj)
+{
+    pthread_mutex_lock(&obj->lock);
+    obj->have_handle = 0;
+    pthread_mutex_unlock(&obj->lock);
+}
+
+/* One attempt: checkout, SignInit, (context login), Sign, give the session back. */
+static CK_RV sign_once(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in,
+                       size_t inlen, unsigned char *sig, size_t *siglen)
+{
+    P11M_TOKEN *tok = key->tok;
+    CK_SESSION_HANDLE sess;
+    CK_OBJECT_HANDLE h;
+    CK_ULONG len = *siglen;
+    CK_RV rv;
+
+    if ((rv = p11m_session_get(tok, &sess)) != CKR_OK)
+        return rv;
+    if ((rv = p11m_obj_handle(key, sess, &h)) != CKR_OK) {
+        p11m_session_put(tok, sess, CKR_OK);
+        return rv;
+    }
+    rv = P11M_CALL(tok->mod, C_SignInit, sess, mech, h);
+    if (rv == CKR_OK && key->always_auth && !p11m_login_context(tok, sess, &key->li))
+        rv = P11M_CKR_RAISED;
+    if (rv == CKR_OK)
+        rv = P11M_CALL(tok->mod, C_Sign, sess, (CK_BYTE_PTR) in, inlen, sig, &len);
+    if (rv == CKR_BUFFER_TOO_SMALL || rv == P11M_CKR_RAISED) {
+        /* The operation may still be active on this session: do not pool it. */
+        p11m_session_close(tok, sess);
+        return rv;
+    }
+    p11m_session_put(tok, sess, rv);
+    *siglen = len;
+    return rv;
+}
+
+CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size_t inlen,
+                unsigned char *sig, size_t *siglen)
+{
+    size_t cap = *siglen;
+    CK_RV rv = CKR_OK;
+
+    for (int attempt = 0; attempt < 2; attempt++) {
+        *siglen = cap;
+        rv = sign_once(key, mech, in, inlen, sig, siglen);
+        if (rv == CKR_USER_NOT_LOGGED_IN && attempt == 0) {
+            p11m_login_lost(key->tok); /* the token forgot us (idle logout, re-insert) */
+            continue;
+        }
+        if ((rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID) &&
+            attempt == 0) {
+            obj_forget_handle(key);
+            continue;
+        }
+        break;
+    }
+    if (rv != CKR_OK && rv != P11M_CKR_RAISED)
+        p11m_raise_ckr(rv, "C_Sign", "signing with '%s'", p11m_obj_label(key));
+    return rv;
+}
+
+/* ---- URIs ---- */
+
+char *p11m_obj_uri(const P11M_OBJ *obj)
+{
+    P11KitUri *uri = p11_kit_uri_new();
+    CK_TOKEN_INFO *ti;
+    CK_OBJECT_CLASS cls = obj->cls;
+    CK_ATTRIBUTE a;
+    char *s = NULL;
+
+    if (uri == NULL)
+        return NULL;
+    ti = p11_kit_uri_get_token_info(uri);
+    memcpy(ti->label, obj->tok->info.label, sizeof(ti->label));
+    memcpy(ti->manufacturerID, obj->tok->info.manufacturerID, sizeof(ti->manufacturerID));
+    memcpy(ti->model, obj->tok->info.model, sizeof(ti->model));
+    memcpy(ti->serialNumber, obj->tok->info.serialNumber, sizeof(ti->serialNumber));
+    a = (CK_ATTRIBUTE){CKA_CLASS, &cls, sizeof(cls)};
+    p11_kit_uri_set_attribute(uri, &a);
+    if (obj->idlen > 0) {
+        a = (CK_ATTRIBUTE){CKA_ID, obj->id, obj->idlen};
+        p11_kit_uri_set_attribute(uri, &a);
+    }
+    if (obj->label != NULL && obj->label[0] != '\0') {
+        a = (CK_ATTRIBUTE){CKA_LABEL, obj->label, strlen(obj->label)};
+        p11_kit_uri_set_attribute(uri, &a);
+    }
+    if (p11_kit_uri_format(uri, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, &s) != P11_KIT_URI_OK)
+        s = NULL;
+    p11_kit_uri_free(uri);
+    return s;
+}

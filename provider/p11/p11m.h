@@ -1,0 +1,283 @@
+/*
+ * p11m.h - the shared PKCS#11 core of p11mtls.
+ *
+ * Used by the provider (provider/) and the command-line tool (tokens/). It owns the
+ * PKCS#11 side of things: loading modules through p11-kit, finding tokens and objects
+ * by RFC 7512 URI (parsed and matched by p11-kit), a session pool per token, login with
+ * PIN sources, and the recovery after fork or token removal. It knows nothing of EVP:
+ * callers turn attributes into OpenSSL objects themselves.
+ *
+ * Errors: functions that fail raise one error through p11m_raise() (see the error sink)
+ * and return NULL, 0 or a CK_RV != CKR_OK. The message names the cause and, where a
+ * token said no, the PKCS#11 function and the CKR_ name.
+ */
+#ifndef P11M_H
+#define P11M_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <p11-kit/pkcs11.h>
+#include <p11-kit/uri.h>
+
+/* ---- errors and logging (error.c, log.c) ---- */
+
+enum p11m_reason {
+    P11M_R_MODULE_LOAD = 1, /* module not loadable or C_Initialize failed */
+    P11M_R_NO_TOKEN,        /* no token matches the URI */
+    P11M_R_PIN_MISSING,     /* a login is needed and no PIN source gives a PIN */
+    P11M_R_PIN_INCORRECT,   /* the token refused the PIN (never tried again) */
+    P11M_R_PIN_LOCKED,      /* PIN locked, on its final try, or expired: no login tried */
+    P11M_R_NO_OBJECT,       /* no object matches the URI */
+    P11M_R_MECHANISM,       /* the token has no mechanism for the requested scheme */
+    P11M_R_TOKEN_ERROR,     /* any other failure reported by the token */
+    P11M_R_BAD_URI,         /* not a pkcs11: URI p11-kit accepts */
+    P11M_R_BAD_CONFIG,      /* unknown parameter or unusable value */
+    P11M_R_PIN_SOURCE,      /* PIN source unreadable, empty or insecure */
+    P11M_R_TOKEN_ABSENT,    /* the token was removed */
+    P11M_R_INTERNAL,        /* out of memory, bad arguments, bug */
+    P11M_R_UNSUPPORTED,     /* key type or operation p11mtls does not support */
+    P11M_R_MAX
+};
+
+/* A CK_RV meaning "failed, and the error has been raised already". */
+#define P11M_CKR_RAISED (CKR_VENDOR_DEFINED | 0x7031UL)
+
+const char *p11m_reason_string(int reason);
+const char *p11m_ckr_name(CK_RV rv);
+/* The reason a CK_RV falls under (PIN_INCORRECT for CKR_PIN_INCORRECT, ...). */
+int p11m_ckr_reason(CK_RV rv);
+
+/*
+ * Where raised errors go. The provider routes them to the core's error upcalls, the tool
+ * to its own printer. Without a sink, the last message is kept per thread
+ * (p11m_last_error()).
+ */
+typedef void p11m_error_sink_fn(void *arg, int reason, const char *file, int line,
+                                const char *func, const char *msg);
+void p11m_set_error_sink(p11m_error_sink_fn *fn, void *arg);
+void p11m_raise_(int reason, const char *file, int line, const char *func,
+                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+#define p11m_raise(reason, ...) p11m_raise_((reason), __FILE__, __LINE__, __func__, __VA_ARGS__)
+/* Raises for a failed PKCS#11 call: "<what>: <fn>: CKR_xxx", reason from the CK_RV. */
+#define p11m_raise_ckr(rv, fn, ...)                                                       \
+    p11m_raise_ckr_((rv), (fn), __FILE__, __LINE__, __func__, __VA_ARGS__)
+void p11m_raise_ckr_(CK_RV rv, const char *fn, const char *file, int line, const char *func,
+                     const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+const char *p11m_last_error(int *reason);
+
+/*
+ * Debug log: level 0 off, 1 decisions and errors, 2 every PKCS#11 call. Set from
+ * P11MTLS_DEBUG ("N" or "N,file:/path") at first use, or by p11m_log_setup(). A PIN is
+ * never logged at any level.
+ */
+extern int p11m_log_level;
+int p11m_log_setup(int level, const char *path);
+/* Reads P11MTLS_DEBUG once; called by every entry point that may log. */
+void p11m_log_init(void);
+void p11m_log_(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define p11m_log(level, ...)                                                              \
+    do {                                                                                  \
+        if (p11m_log_level >= (level))                                                    \
+            p11m_log_((level), __VA_ARGS__);                                              \
+    } while (0)
+
+/* ---- modules (module.c) ---- */
+
+typedef struct p11m_module P11M_MODULE;
+
+/*
+ * Every PKCS#11 call goes through this: it calls fn on the module's function list and
+ * logs name and result at level 2. It raises nothing: callers add the context.
+ */
+#define P11M_CALL(mod, fn, ...) p11m_call_done((mod), #fn, (mod)->fl->fn(__VA_ARGS__))
+CK_RV p11m_call_done(const P11M_MODULE *mod, const char *name, CK_RV rv);
+
+struct p11m_module {
+    CK_FUNCTION_LIST *fl; /* read-only after load */
+    char *path;
+    char *init_args;
+    CK_INFO info;
+    unsigned generation; /* fork generation at the last C_Initialize */
+};
+
+/*
+ * The module for path (NULL or "": the default, p11-kit's proxy) with init_args (may be
+ * NULL), loaded and initialised on first request. Modules stay loaded for the life of the
+ * process and are never finalised: several tokens' modules (SoftHSM2 among them) crash
+ * when finalised after their own static destructors ran at exit.
+ */
+P11M_MODULE *p11m_module_get(const char *path, const char *init_args);
+/* After fork, re-initialises the module in the child. Cheap when nothing changed. */
+CK_RV p11m_module_check_fork(P11M_MODULE *mod);
+/* Fork generation: bumped in every child after fork. */
+unsigned p11m_fork_generation(void);
+
+/* ---- PIN sources (pin.c) ---- */
+
+/*
+ * A PIN source: "file:PATH" (the file must not be readable by group or others), "env:NAME",
+ * or a literal given in a URI as pin-value. The PIN is read when a login needs it, passed to
+ * C_Login and cleansed at once; it is never copied anywhere else.
+ */
+typedef struct p11m_pin {
+    char buf[256];
+    size_t len;
+} P11M_PIN;
+/* Checks the syntax of a PIN source spec without reading it. 1 if usable. */
+int p11m_pin_source_valid(const char *spec);
+/* Reads the PIN from spec into pin; 1 on success, else raises PIN_SOURCE. */
+int p11m_pin_read(const char *spec, P11M_PIN *pin);
+void p11m_pin_cleanse(P11M_PIN *pin);
+
+/*
+ * How a login obtains its PIN, tried in order: a pin-value from the URI, a pin-source
+ * from the URI, the configured source, then the callback (an application's passphrase
+ * callback, or the tool's no-echo prompt). The callback writes at most pin->buf's size
+ * and returns 1 on success.
+ */
+typedef int p11m_pin_cb(P11M_PIN *pin, const char *prompt_info, void *arg);
+typedef struct p11m_login_info {
+    const char *pin_value;  /* from the URI; may be NULL */
+    const char *pin_source; /* from the URI, else from the configuration; may be NULL */
+    p11m_pin_cb *cb;        /* may be NULL */
+    void *cb_arg;
+} P11M_LOGIN_INFO;
+
+/* ---- tokens, sessions and login (token.c, session.c) ---- */
+
+typedef struct p11m_token P11M_TOKEN;
+
+/*
+ * Tokens are found by URI: module-path/module-name pick the module (default: the
+ * configured one), then every slot with a token whose module, slot and token info match
+ * the URI (p11_kit_uri_match_*) and, if the URI names one, slot-id. Token entries live as
+ * long as the process; a token that goes away is marked absent and found again when it
+ * comes back.
+ */
+typedef struct p11m_token_list {
+    P11M_TOKEN **v;
+    size_t n;
+} P11M_TOKEN_LIST;
+/* Fills list with the present tokens of module mod matching uri. 1 on success (even with
+ * no match: n == 0), 0 on error (raised). */
+int p11m_tokens_find(P11M_MODULE *mod, P11KitUri *uri, P11M_TOKEN_LIST *list);
+void p11m_token_list_free(P11M_TOKEN_LIST *list);
+
+P11M_MODULE *p11m_token_module(const P11M_TOKEN *tok);
+CK_SLOT_ID p11m_token_slot(const P11M_TOKEN *tok);
+/* Token info as read when found or last refreshed (label etc. are blank-padded). */
+const CK_TOKEN_INFO *p11m_token_info(const P11M_TOKEN *tok);
+/* Fresh token info from the token (flags for PIN state change). CKR_OK or error rv. */
+CK_RV p11m_token_refresh_info(P11M_TOKEN *tok);
+/* Label without the padding, in buf. */
+const char *p11m_token_label(const P11M_TOKEN *tok, char *buf, size_t len);
+/* Whether the token's mechanism list (read once) has mech. */
+int p11m_token_has_mech(P11M_TOKEN *tok, CK_MECHANISM_TYPE mech);
+
+/*
+ * Session pool: one mutex, sessions handed out one per operation. A session returned
+ * with a CK_RV that says it is dead (session closed, device removed, ...) is dropped.
+ * RW sessions are for provisioning (key generation, import) and are not pooled.
+ */
+CK_RV p11m_session_get(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess);
+void p11m_session_put(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, CK_RV last_rv);
+CK_RV p11m_session_open_rw(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess);
+void p11m_session_close(P11M_TOKEN *tok, CK_SESSION_HANDLE sess);
+
+/*
+ * Ensures the user is logged in to tok (token-wide in PKCS#11). Checks the token's PIN
+ * flags first and refuses a locked, final-try or must-change PIN without calling C_Login.
+ * A PIN the token refused is remembered, and every later login on that token in this
+ * process fails at once with PIN_INCORRECT. Only one thread logs in at a time; no lock is
+ * held while the PIN callback runs. 1 on success, 0 (raised) otherwise.
+ */
+int p11m_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li);
+/* Forgets the logged-in state (after CKR_USER_NOT_LOGGED_IN) so the next p11m_login logs
+ * in again. A refused PIN stays refused. */
+void p11m_login_lost(P11M_TOKEN *tok);
+/* SO login on a RW session, for provisioning (tool only). */
+int p11m_login_so(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN_INFO *li);
+/* Number of C_Login calls this process made (for tests). */
+unsigned long p11m_login_count(void);
+
+/* ---- objects (object.c) ---- */
+
+/*
+ * An object on a token, found by URI. The object keeps what is needed to find it again
+ * (class, CKA_ID, label) so that after fork or token re-insertion its handle is refreshed
+ * transparently. Private keys are found without a login when their public half or
+ * certificate (same CKA_ID) is visible; the handle is then looked up at first use, after
+ * login.
+ */
+typedef struct p11m_obj P11M_OBJ;
+
+typedef struct p11m_find_args {
+    P11KitUri *uri;       /* object attributes (id, object, type) and token filter */
+    CK_OBJECT_CLASS cls;  /* class wanted, or (CK_OBJECT_CLASS)-1 for what the URI says */
+    P11M_LOGIN_INFO *li;  /* used to log in when a private key needs it; may be NULL */
+    const unsigned char *subject; /* DER subject a certificate must have; may be NULL */
+    size_t subject_len;
+} P11M_FIND_ARGS;
+
+/*
+ * Calls cb once per matching object (certificates, public keys, private keys, in that
+ * order per token); cb takes a reference it must drop with p11m_obj_free and returns 0 to
+ * stop. Returns the number of objects passed to cb, or -1 on error (raised).
+ */
+typedef int p11m_obj_cb(P11M_OBJ *obj, void *arg);
+int p11m_objects_find(P11M_MODULE *mod, const P11M_FIND_ARGS *args, p11m_obj_cb *cb,
+                      void *arg);
+
+P11M_OBJ *p11m_obj_ref(P11M_OBJ *obj);
+void p11m_obj_free(P11M_OBJ *obj);
+CK_OBJECT_CLASS p11m_obj_class(const P11M_OBJ *obj);
+CK_KEY_TYPE p11m_obj_key_type(const P11M_OBJ *obj); /* CKK_*, or -1 for certificates */
+P11M_TOKEN *p11m_obj_token(const P11M_OBJ *obj);
+const unsigned char *p11m_obj_id(const P11M_OBJ *obj, size_t *len);
+const char *p11m_obj_label(const P11M_OBJ *obj); /* "" when none */
+/* Whether the private key needs C_Login(CKU_CONTEXT_SPECIFIC) after each C_SignInit. */
+int p11m_obj_always_authenticate(const P11M_OBJ *obj);
+/* The login info remembered from the URI that found the object (for re-login). */
+const P11M_LOGIN_INFO *p11m_obj_login_info(const P11M_OBJ *obj);
+
+/*
+ * Public material, read at find time and cached (no token access afterwards):
+ * CKA_VALUE (certificate DER), CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS,
+ * CKA_EC_POINT (as the token gives it), CKA_SUBJECT, CKA_ISSUER, CKA_SERIAL_NUMBER,
+ * CKA_ALLOWED_MECHANISMS. For a private key these come from its public key or
+ * certificate when the private object does not carry them. NULL when absent.
+ */
+const unsigned char *p11m_obj_attr(const P11M_OBJ *obj, CK_ATTRIBUTE_TYPE type, size_t *len);
+
+/*
+ * The object's handle in sess, valid in this process generation: after fork or token
+ * re-insertion it is looked up again; for a private key this logs in first. CKR_OK or an
+ * error rv (raised).
+ */
+CK_RV p11m_obj_handle(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE *h);
+
+/* The object's own URI (token, id, object, type), allocated with malloc. */
+char *p11m_obj_uri(const P11M_OBJ *obj);
+
+/*
+ * One-shot signature on the token with the object's private key: one session checkout,
+ * C_SignInit, C_Sign (two calls when sig is NULL only to size it: pass sig NULL to get the
+ * length). Logs in as needed, re-logs in once after CKR_USER_NOT_LOGGED_IN, does the
+ * context-specific login for CKA_ALWAYS_AUTHENTICATE keys. CKR_OK or error rv (raised).
+ */
+CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size_t inlen,
+                unsigned char *sig, size_t *siglen);
+
+/* ---- URIs (uri.c) ---- */
+
+/* Parses s (raises BAD_URI naming what p11-kit said). Caller frees with p11_kit_uri_free. */
+P11KitUri *p11m_uri_parse(const char *s);
+/* The module that uri names with module-path / module-name, else the one given by
+ * default_path/init_args. */
+P11M_MODULE *p11m_uri_module(P11KitUri *uri, const char *default_path,
+                             const char *init_args);
+/* Copies s with pin-value redacted, for log messages. Caller frees. */
+char *p11m_uri_redact(const char *s);
+
+#endif /* P11M_H */

@@ -1,0 +1,50 @@
+/*
+ * p11m_int.h - what token.c, session.c and object.c share inside the core.
+ */
+#ifndef P11M_INT_H
+#define P11M_INT_H
+
+#include <pthread.h>
+
+#include "p11m.h"
+
+#define P11M_POOL_MAX 8
+
+struct p11m_token {
+    P11M_MODULE *mod;
+    CK_SLOT_ID slot;
+    CK_TOKEN_INFO info;
+
+    /* The one lock of the token: pool, login state, epoch. Never held across a PKCS#11
+     * call that may block on the user, nor across callbacks. */
+    pthread_mutex_t lock;
+    CK_SESSION_HANDLE idle[P11M_POOL_MAX];
+    size_t n_idle;
+    /* Bumped whenever handles of this token may have gone stale: fork, removal. */
+    unsigned epoch;
+    unsigned fork_generation;
+    int absent;
+    int logged_in;
+    int pin_refused;
+    pthread_mutex_t login_lock; /* serialises C_Login; taken after the PIN is in hand */
+
+    CK_MECHANISM_TYPE *mechs;
+    CK_ULONG n_mechs;
+};
+
+/* Drops pooled sessions and login state if the process forked since the last use. */
+void p11m_token_check_fork(P11M_TOKEN *tok);
+/* Marks the token gone: pool and login forgotten, object handles stale. */
+void p11m_token_mark_absent(P11M_TOKEN *tok);
+unsigned p11m_token_epoch(P11M_TOKEN *tok);
+/* Whether rv says the session (or the whole token) is no longer usable. */
+int p11m_rv_session_dead(CK_RV rv);
+int p11m_rv_token_gone(CK_RV rv);
+
+#endif
+
+#ifndef P11M_INT_LOGIN
+#define P11M_INT_LOGIN
+/* C_Login(CKU_CONTEXT_SPECIFIC) right after C_SignInit, for CKA_ALWAYS_AUTHENTICATE keys. */
+int p11m_login_context(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN_INFO *li);
+#endif

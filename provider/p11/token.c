@@ -1,0 +1,288 @@
+/*
+ * token.c - tokens found by URI. A token entry (module + slot) lives for the whole
+ * process so that objects can refer to it; when its token is removed or replaced the
+ * entry is reset and its objects find their handles again.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "p11m_int.h"
+
+#define MAX_TOKENS 64
+
+static pthread_mutex_t tokens_lock = PTHREAD_MUTEX_INITIALIZER;
+static P11M_TOKEN *tokens[MAX_TOKENS];
+static size_t n_tokens;
+
+P11M_MODULE *p11m_token_module(const P11M_TOKEN *tok)
+{
+    return tok->mod;
+}
+
+CK_SLOT_ID p11m_token_slot(const P11M_TOKEN *tok)
+{
+    return tok->slot;
+}
+
+const CK_TOKEN_INFO *p11m_token_info(const P11M_TOKEN *tok)
+{
+    return &tok->info;
+}
+
+const char *p11m_token_label(const P11M_TOKEN *tok, char *buf, size_t len)
+{
+    size_t n = sizeof(tok->info.label);
+
+    while (n > 0 && tok->info.label[n - 1] == ' ')
+        n--;
+    if (n >= len)
+        n = len - 1;
+    memcpy(buf, tok->info.label, n);
+    buf[n] = '\0';
+    return buf;
+}
+
+int p11m_rv_token_gone(CK_RV rv)
+{
+    return rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT ||
+           rv == CKR_TOKEN_NOT_RECOGNIZED || rv == CKR_SLOT_ID_INVALID ||
+           rv == CKR_CRYPTOKI_NOT_INITIALIZED;
+}
+
+int p11m_rv_session_dead(CK_RV rv)
+{
+    return p11m_rv_token_gone(rv) || rv == CKR_SESSION_HANDLE_INVALID ||
+           rv == CKR_SESSION_CLOSED || rv == CKR_DEVICE_ERROR;
+}
+
+/* Caller holds tok->lock. */
+static void token_reset_locked(P11M_TOKEN *tok)
+{
+    tok->n_idle = 0; /* stale handles are forgotten, not closed: they may be reused */
+    tok->logged_in = 0;
+    tok->epoch++;
+}
+
+void p11m_token_check_fork(P11M_TOKEN *tok)
+{
+    unsigned gen = p11m_fork_generation();
+
+    if (__atomic_load_n(&tok->fork_generation, __ATOMIC_ACQUIRE) == gen)
+        return;
+    /* The parent's locks may have been held at fork time: start the child afresh. */
+    pthread_mutex_init(&tok->lock, NULL);
+    pthread_mutex_init(&tok->login_lock, NULL);
+    token_reset_locked(tok);
+    __atomic_store_n(&tok->fork_generation, gen, __ATOMIC_RELEASE);
+}
+
+void p11m_token_mark_absent(P11M_TOKEN *tok)
+{
+    pthread_mutex_lock(&tok->lock);
+    if (!tok->absent)
+        p11m_log(1, "token in slot %lu of %s went away", tok->slot, tok->mod->path);
+    tok->absent = 1;
+    token_reset_locked(tok);
+    pthread_mutex_unlock(&tok->lock);
+}
+
+unsigned p11m_token_epoch(P11M_TOKEN *tok)
+{
+    unsigned e;
+
+    pthread_mutex_lock(&tok->lock);
+    e = tok->epoch;
+    pthread_mutex_unlock(&tok->lock);
+    return e;
+}
+
+static P11M_TOKEN *token_new(P11M_MODULE *mod, CK_SLOT_ID slot, const CK_TOKEN_INFO *info)
+{
+    P11M_TOKEN *tok = calloc(1, sizeof(*tok));
+
+    if (tok == NULL)
+        return NULL;
+    tok->mod = mod;
+    tok->slot = slot;
+    tok->info = *info;
+    tok->fork_generation = p11m_fork_generation();
+    pthread_mutex_init(&tok->lock, NULL);
+    pthread_mutex_init(&tok->login_lock, NULL);
+    return tok;
+}
+
+static int token_same_identity(const CK_TOKEN_INFO *a, const CK_TOKEN_INFO *b)
+{
+    return memcmp(a->label, b->label, sizeof(a->label)) == 0 &&
+           memcmp(a->serialNumber, b->serialNumber, sizeof(a->serialNumber)) == 0;
+}
+
+/* The registry entry for (mod, slot); a different token now in the slot resets it. */
+static P11M_TOKEN *token_entry(P11M_MODULE *mod, CK_SLOT_ID slot, const CK_TOKEN_INFO *info)
+{
+    P11M_TOKEN *tok = NULL;
+
+    pthread_mutex_lock(&tokens_lock);
+    for (size_t i = 0; i < n_tokens && tok == NULL; i++)
+        if (tokens[i]->mod == mod && tokens[i]->slot == slot)
+            tok = tokens[i];
+    if (tok == NULL && n_tokens < MAX_TOKENS && (tok = token_new(mod, slot, info)) != NULL)
+        tokens[n_tokens++] = tok;
+    pthread_mutex_unlock(&tokens_lock);
+    if (tok == NULL) {
+        p11m_raise(P11M_R_INTERNAL, "too many tokens");
+        return NULL;
+    }
+    p11m_token_check_fork(tok);
+    pthread_mutex_lock(&tok->lock);
+    if (tok->absent || !token_same_identity(&tok->info, info)) {
+        token_reset_locked(tok);
+        tok->pin_refused = 0; /* a different (or re-inserted) token: its own PIN state */
+        free(tok->mechs);
+        tok->mechs = NULL;
+        tok->n_mechs = 0;
+    }
+    tok->absent = 0;
+    tok->info = *info;
+    pthread_mutex_unlock(&tok->lock);
+    return tok;
+}
+
+static int token_slot_matches(P11M_MODULE *mod, P11KitUri *uri, CK_SLOT_ID slot,
+                              CK_TOKEN_INFO *info)
+{
+    CK_SLOT_INFO sinfo;
+    CK_SLOT_ID want = p11_kit_uri_get_slot_id(uri);
+    CK_RV rv;
+
+    if (want != (CK_SLOT_ID) -1 && want != slot)
+        return 0;
+    rv = P11M_CALL(mod, C_GetSlotInfo, slot, &sinfo);
+    if (rv != CKR_OK || !(sinfo.flags & CKF_TOKEN_PRESENT))
+        return 0;
+    if (!p11_kit_uri_match_slot_info(uri, &sinfo))
+        return 0;
+    rv = P11M_CALL(mod, C_GetTokenInfo, slot, info);
+    if (rv != CKR_OK)
+        return 0; /* e.g. SoftHSM's uninitialised slot: not a usable token */
+    if (!(info->flags & CKF_TOKEN_INITIALIZED))
+        return 0;
+    return p11_kit_uri_match_token_info(uri, info);
+}
+
+static int token_list_add(P11M_TOKEN_LIST *list, P11M_TOKEN *tok)
+{
+    P11M_TOKEN **v = realloc(list->v, (list->n + 1) * sizeof(*v));
+
+    if (v == NULL)
+        return 0;
+    list->v = v;
+    list->v[list->n++] = tok;
+    return 1;
+}
+
+int p11m_tokens_find(P11M_MODULE *mod, P11KitUri *uri, P11M_TOKEN_LIST *list)
+{
+    CK_SLOT_ID *slots = NULL;
+    CK_ULONG n = 0;
+    CK_TOKEN_INFO info;
+    CK_RV rv;
+    int ok = 0;
+
+    list->v = NULL;
+    list->n = 0;
+    if (p11m_module_check_fork(mod) != CKR_OK)
+        return 0;
+    if (!p11_kit_uri_match_module_info(uri, &mod->info))
+        return 1;
+    rv = P11M_CALL(mod, C_GetSlotList, CK_TRUE, NULL, &n);
+    if (rv == CKR_OK && n > 0) {
+        slots = calloc(n, sizeof(*slots));
+        if (slots == NULL)
+            return 0;
+        rv = P11M_CALL(mod, C_GetSlotList, CK_TRUE, slots, &n);
+    }
+    if (rv != CKR_OK) {
+        p11m_raise_ckr(rv, "C_GetSlotList", "listing slots of %s", mod->path);
+        goto done;
+    }
+    for (CK_ULONG i = 0; i < n; i++) {
+        P11M_TOKEN *tok;
+
+        if (!token_slot_matches(mod, uri, slots[i], &info))
+            continue;
+        if ((tok = token_entry(mod, slots[i], &info)) == NULL || !token_list_add(list, tok))
+            goto done;
+    }
+    ok = 1;
+done:
+    free(slots);
+    if (!ok)
+        p11m_token_list_free(list);
+    return ok;
+}
+
+void p11m_token_list_free(P11M_TOKEN_LIST *list)
+{
+    free(list->v);
+    list->v = NULL;
+    list->n = 0;
+}
+
+CK_RV p11m_token_refresh_info(P11M_TOKEN *tok)
+{
+    CK_TOKEN_INFO info;
+    CK_RV rv = P11M_CALL(tok->mod, C_GetTokenInfo, tok->slot, &info);
+
+    if (rv != CKR_OK) {
+        if (p11m_rv_token_gone(rv))
+            p11m_token_mark_absent(tok);
+        return rv;
+    }
+    pthread_mutex_lock(&tok->lock);
+    tok->info = info;
+    pthread_mutex_unlock(&tok->lock);
+    return CKR_OK;
+}
+
+static CK_RV token_load_mechs(P11M_TOKEN *tok)
+{
+    CK_MECHANISM_TYPE *m = NULL;
+    CK_ULONG n = 0;
+    CK_RV rv = P11M_CALL(tok->mod, C_GetMechanismList, tok->slot, NULL, &n);
+
+    if (rv == CKR_OK && n > 0) {
+        if (n > 4096 || (m = calloc(n, sizeof(*m))) == NULL)
+            return CKR_HOST_MEMORY;
+        rv = P11M_CALL(tok->mod, C_GetMechanismList, tok->slot, m, &n);
+    }
+    if (rv != CKR_OK) {
+        free(m);
+        return rv;
+    }
+    pthread_mutex_lock(&tok->lock);
+    if (tok->mechs == NULL) {
+        tok->mechs = m;
+        tok->n_mechs = n;
+        m = NULL;
+    }
+    pthread_mutex_unlock(&tok->lock);
+    free(m);
+    return CKR_OK;
+}
+
+int p11m_token_has_mech(P11M_TOKEN *tok, CK_MECHANISM_TYPE mech)
+{
+    int found = 0, loaded;
+
+    pthread_mutex_lock(&tok->lock);
+    loaded = tok->mechs != NULL;
+    pthread_mutex_unlock(&tok->lock);
+    if (!loaded && token_load_mechs(tok) != CKR_OK)
+        return 0;
+    pthread_mutex_lock(&tok->lock);
+    for (CK_ULONG i = 0; i < tok->n_mechs && !found; i++)
+        found = tok->mechs[i] == mech;
+    pthread_mutex_unlock(&tok->lock);
+    return found;
+}
