@@ -1,0 +1,305 @@
+/*
+ * token.c - "p11mtls token init": initialise a token and set its user PIN.
+ *
+ * The core only finds initialised tokens, so this talks to the module's slots directly
+ * until the token exists, then finds it through the core (SoftHSM2 moves an initialised
+ * token to a new slot id, so the slot cannot be kept across C_InitToken).
+ */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tool.h"
+
+#define CMD "token init"
+
+struct init_opts {
+    const char *label;
+    const char *so_pin_source;
+    const char *pin_source;
+    const char *module;
+    long slot; /* -1: choose */
+    int force;
+};
+
+static void token_usage(FILE *out)
+{
+    fputs(
+        "Usage: p11mtls token init --label LABEL [--so-pin-source SRC] [--pin-source "
+        "SRC]\n"
+        "                          [--module PATH] [--slot N] [--force]\n"
+        "\n"
+        "Initialises a token with LABEL, then sets its user PIN (SO login, C_InitPIN).\n"
+        "Without --slot, the token already labelled LABEL is taken (re-initialised),\n"
+        "else the first slot with an uninitialised token (SoftHSM2's free slot).\n"
+        "A token that holds objects, or may hold private ones, is only re-initialised\n"
+        "with --force: that erases every key and certificate on it.\n"
+        "\n"
+        "  --label LABEL         token label (at most 32 bytes)\n"
+        "  --so-pin-source SRC   Security Officer PIN: file:PATH or env:NAME (new for "
+        "an\n"
+        "                        uninitialised token, the current one otherwise)\n"
+        "  --pin-source SRC      the new user PIN: file:PATH or env:NAME\n"
+        "  --module PATH         PKCS#11 module (default: p11-kit's proxy)\n"
+        "  --slot N              slot id to initialise\n"
+        "  --force               re-initialise a token that holds objects\n"
+        "Without a PIN source, each PIN is asked for twice when stdin is a terminal.\n",
+        out);
+}
+
+static CK_SLOT_ID *token_slots(P11M_MODULE *mod, CK_ULONG *n)
+{
+    CK_SLOT_ID *slots = NULL;
+    CK_RV rv = P11M_CALL(mod, C_GetSlotList, CK_TRUE, NULL, n);
+
+    if (rv == CKR_OK && *n > 0) {
+        if ((slots = calloc(*n, sizeof(*slots))) == NULL)
+            return NULL;
+        rv = P11M_CALL(mod, C_GetSlotList, CK_TRUE, slots, n);
+    }
+    if (rv != CKR_OK) {
+        tool_err("listing the slots of %s: %s", mod->path, p11m_ckr_name(rv));
+        free(slots);
+        return NULL;
+    }
+    if (slots == NULL)
+        slots = calloc(1, sizeof(*slots)); /* no slot: an empty, non-NULL list */
+    return slots;
+}
+
+static void token_label_pad(const char *label, CK_UTF8CHAR out[32])
+{
+    memset(out, ' ', 32);
+    memcpy(out, label, strlen(label));
+}
+
+/* The slot to initialise: --slot, the token labelled LABEL, else a free one. */
+static int token_pick_slot(P11M_MODULE *mod, const struct init_opts *o, CK_SLOT_ID *slot,
+                           CK_TOKEN_INFO *info)
+{
+    CK_UTF8CHAR want[32];
+    CK_ULONG n = 0;
+    CK_SLOT_ID *slots = token_slots(mod, &n);
+    int found = 0, free_found = 0;
+
+    if (slots == NULL)
+        return 0;
+    token_label_pad(o->label, want);
+    for (CK_ULONG i = 0; i < n && found == 0; i++) {
+        CK_TOKEN_INFO ti;
+
+        if (P11M_CALL(mod, C_GetTokenInfo, slots[i], &ti) != CKR_OK)
+            continue;
+        if (o->slot >= 0) {
+            found = slots[i] == (CK_SLOT_ID) o->slot;
+        } else if ((ti.flags & CKF_TOKEN_INITIALIZED) &&
+                   memcmp(ti.label, want, 32) == 0) {
+            found = 1;
+        } else if (!(ti.flags & CKF_TOKEN_INITIALIZED) && !free_found) {
+            free_found = 1; /* remembered; a token already labelled LABEL wins */
+            *slot = slots[i];
+            *info = ti;
+            continue;
+        }
+        if (found) {
+            *slot = slots[i];
+            *info = ti;
+        }
+    }
+    free(slots);
+    if (found || (o->slot < 0 && free_found))
+        return 1;
+    if (o->slot >= 0)
+        tool_err("--slot %ld: no token present in that slot of %s", o->slot, mod->path);
+    else
+        tool_err("no uninitialised token in %s (SoftHSM2: its free slot); give --slot N "
+                 "to re-initialise one",
+                 mod->path);
+    return 0;
+}
+
+/* Number of objects visible without login, or -1. */
+static long token_count_public(P11M_MODULE *mod, CK_SLOT_ID slot)
+{
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE h[64];
+    CK_ULONG n = 0;
+    long total = 0;
+    CK_RV rv = P11M_CALL(mod, C_OpenSession, slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
+
+    if (rv != CKR_OK)
+        return -1;
+    rv = P11M_CALL(mod, C_FindObjectsInit, s, NULL, 0);
+    while (rv == CKR_OK) {
+        rv = P11M_CALL(mod, C_FindObjects, s, h, 64, &n);
+        if (rv != CKR_OK || n == 0)
+            break;
+        total += (long) n;
+    }
+    P11M_CALL(mod, C_FindObjectsFinal, s);
+    /* C_InitToken needs every session on the token closed. */
+    P11M_CALL(mod, C_CloseSession, s);
+    return rv == CKR_OK ? total : -1;
+}
+
+/* Refuses to erase a token that holds (or may hold) objects unless --force. */
+static int token_may_erase(P11M_MODULE *mod, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti,
+                           int force)
+{
+    long n;
+
+    if (!(ti->flags & CKF_TOKEN_INITIALIZED))
+        return 1;
+    n = token_count_public(mod, slot);
+    if (force) {
+        tool_warn("re-initialising slot %lu: every object on it is erased", slot);
+        return 1;
+    }
+    if (n != 0)
+        tool_err("the token in slot %lu holds %s object(s); re-initialising erases them: "
+                 "add --force if that is what you want",
+                 slot, n < 0 ? "an unknown number of" : "some");
+    else if (ti->flags & CKF_USER_PIN_INITIALIZED)
+        tool_err(
+            "the token in slot %lu is initialised and may hold private objects (they "
+            "cannot be counted without its user PIN); add --force to erase it",
+            slot);
+    else
+        return 1;
+    return 0;
+}
+
+static int token_set_user_pin(P11M_MODULE *mod, const char *label, const P11M_PIN *so,
+                              const P11M_PIN *user)
+{
+    P11KitUri *uri = p11_kit_uri_new();
+    CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(uri);
+    CK_SESSION_HANDLE s;
+    P11M_TOKEN *tok;
+    CK_RV rv;
+
+    token_label_pad(label, ti->label);
+    tok = tool_token_one(mod, uri);
+    p11_kit_uri_free(uri);
+    if (tok == NULL || p11m_session_open_rw(tok, &s) != CKR_OK)
+        return 0;
+    rv = P11M_CALL(mod, C_Login, s, CKU_SO, (CK_UTF8CHAR_PTR) so->buf, so->len);
+    if (rv == CKR_OK) {
+        rv = P11M_CALL(mod, C_InitPIN, s, (CK_UTF8CHAR_PTR) user->buf, user->len);
+        if (rv != CKR_OK)
+            tool_err("setting the user PIN: C_InitPIN: %s%s", p11m_ckr_name(rv),
+                     rv == CKR_PIN_LEN_RANGE ? " (PIN too short or too long)" : "");
+        P11M_CALL(mod, C_Logout, s);
+    } else {
+        tool_err("SO login after initialisation: C_Login: %s", p11m_ckr_name(rv));
+    }
+    p11m_session_close(tok, s);
+    return rv == CKR_OK;
+}
+
+static int token_do_init(const struct init_opts *o)
+{
+    P11M_MODULE *mod = p11m_module_get(o->module, NULL);
+    P11M_PIN so, user;
+    CK_TOKEN_INFO ti;
+    CK_UTF8CHAR label[32];
+    CK_SLOT_ID slot = 0;
+    CK_RV rv;
+    int ok = 0, reinit;
+
+    so.len = user.len = 0;
+    memset(&ti, 0, sizeof(ti));
+    if (mod == NULL || !token_pick_slot(mod, o, &slot, &ti))
+        return TOOL_EXIT_FAIL;
+    reinit = (ti.flags & CKF_TOKEN_INITIALIZED) != 0;
+    if (!token_may_erase(mod, slot, &ti, o->force))
+        return TOOL_EXIT_FAIL;
+    if (!tool_new_pin(o->so_pin_source, reinit ? "current SO PIN" : "SO PIN", &so) ||
+        !tool_new_pin(o->pin_source, "user PIN", &user))
+        goto done;
+    token_label_pad(o->label, label);
+    rv = P11M_CALL(mod, C_InitToken, slot, (CK_UTF8CHAR_PTR) so.buf, so.len, label);
+    if (rv != CKR_OK) {
+        tool_err("initialising the token in slot %lu: C_InitToken: %s%s", slot,
+                 p11m_ckr_name(rv),
+                 rv == CKR_PIN_INCORRECT   ? " (wrong SO PIN)"
+                 : rv == CKR_PIN_LEN_RANGE ? " (SO PIN too short or too long)"
+                                           : "");
+        goto done;
+    }
+    ok = token_set_user_pin(mod, o->label, &so, &user);
+    if (ok)
+        printf("initialised token '%s'\npkcs11:token=%s\n", o->label, o->label);
+done:
+    p11m_pin_cleanse(&so);
+    p11m_pin_cleanse(&user);
+    return ok ? TOOL_EXIT_OK : TOOL_EXIT_FAIL;
+}
+
+static int token_init(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"label", required_argument, NULL, 'l'},
+        {"so-pin-source", required_argument, NULL, 'S'},
+        {"pin-source", required_argument, NULL, 'p'},
+        {"module", required_argument, NULL, 'm'},
+        {"slot", required_argument, NULL, 's'},
+        {"force", no_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct init_opts o = {NULL, NULL, NULL, NULL, -1, 0};
+    int c;
+
+    tool_getopt_reset();
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'l':
+            o.label = optarg;
+            break;
+        case 'S':
+            o.so_pin_source = optarg;
+            break;
+        case 'p':
+            o.pin_source = optarg;
+            break;
+        case 'm':
+            o.module = optarg;
+            break;
+        case 's':
+            if (!tool_parse_long(CMD, "--slot", optarg, 0, 0x7fffffffL, &o.slot))
+                return TOOL_EXIT_USAGE;
+            break;
+        case 'f':
+            o.force = 1;
+            break;
+        case 'h':
+            token_usage(stdout);
+            return TOOL_EXIT_OK;
+        default:
+            return tool_usage(CMD, "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return tool_usage(CMD, "unexpected argument '%s'", argv[optind]);
+    if (o.label == NULL || *o.label == '\0' || strlen(o.label) > 32)
+        return tool_usage(CMD, "--label: give a label of 1 to 32 bytes");
+    if (o.so_pin_source != NULL && !p11m_pin_source_valid(o.so_pin_source))
+        return tool_usage(CMD, "--so-pin-source: '%s' is not file:PATH or env:NAME",
+                          o.so_pin_source);
+    if (o.pin_source != NULL && !p11m_pin_source_valid(o.pin_source))
+        return tool_usage(CMD, "--pin-source: '%s' is not file:PATH or env:NAME",
+                          o.pin_source);
+    return token_do_init(&o);
+}
+
+int token_main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        token_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? TOOL_EXIT_USAGE : TOOL_EXIT_OK;
+    }
+    if (strcmp(argv[1], "init") == 0)
+        return token_init(argc - 1, argv + 1);
+    return tool_usage("token", "unknown subcommand '%s' (expected: init)", argv[1]);
+}
