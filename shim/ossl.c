@@ -1,0 +1,99 @@
+/*
+ * ossl.c - find the program's OpenSSL 3 and fill the function table.
+ */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ossl.h"
+
+struct shim_ossl shim_fn;
+
+static pthread_once_t ossl_once = PTHREAD_ONCE_INIT;
+static bool ossl_ok;
+
+/*
+ * The libssl that defines SSL_CTX_new_ex@OPENSSL_3.0.0. RTLD_NEXT finds it when libssl
+ * is in the global scope; python loads it RTLD_LOCAL, so fall back to the soname.
+ * RTLD_NOLOAD: never bring libssl into a process that does not have it.
+ */
+static void *ossl_open_libssl(void)
+{
+    void *next = dlvsym(RTLD_NEXT, "SSL_CTX_new_ex", SHIM_OSSL_VERSION);
+    Dl_info info;
+    void *h = NULL;
+
+    if (next != NULL && dladdr(next, &info) != 0 && info.dli_fname != NULL)
+        h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    if (h == NULL)
+        h = dlopen("libssl.so.3", RTLD_LAZY | RTLD_NOLOAD);
+    return h;
+}
+
+/* A handle lookup never returns the preload, but make sure we do not call ourselves. */
+static bool ossl_is_self(void *fn)
+{
+    Dl_info self, other;
+
+    if (fn == NULL || dladdr((void *) ossl_is_self, &self) == 0 ||
+        dladdr(fn, &other) == 0)
+        return false;
+    return self.dli_fbase == other.dli_fbase;
+}
+
+static void ossl_resolve(void)
+{
+    void *h = ossl_open_libssl();
+    bool ok = h != NULL;
+
+    if (!ok)
+        return;
+#define SHIM_OSSL_REQ(name)                                                              \
+    shim_fn.name = (__typeof__(shim_fn.name)) dlvsym(h, #name, SHIM_OSSL_VERSION);       \
+    ok = ok && shim_fn.name != NULL;
+#define SHIM_OSSL_OPT(name)                                                              \
+    shim_fn.name = (__typeof__(shim_fn.name)) dlvsym(h, #name, SHIM_OSSL_VERSION);
+    SHIM_OSSL_REQUIRED(SHIM_OSSL_REQ)
+    SHIM_OSSL_OPTIONAL(SHIM_OSSL_OPT)
+#undef SHIM_OSSL_REQ
+#undef SHIM_OSSL_OPT
+    if (ok && ossl_is_self((void *) shim_fn.SSL_CTX_new_ex))
+        ok = false;
+    ossl_ok = ok;
+}
+
+bool shim_ossl_ready(void)
+{
+    pthread_once(&ossl_once, ossl_resolve);
+    return ossl_ok;
+}
+
+void *shim_ossl_next(const char *name)
+{
+    return dlsym(RTLD_NEXT, name);
+}
+
+void shim_ossl_error_text(char *buf, size_t len)
+{
+    const char *data = NULL, *reason;
+    int flags = 0;
+    unsigned long e = shim_fn.ERR_peek_last_error_all(NULL, NULL, NULL, &data, &flags);
+
+    if (len == 0)
+        return;
+    buf[0] = '\0';
+    if (e == 0)
+        return;
+    reason = shim_fn.ERR_reason_error_string(e);
+    if (!(flags & ERR_TXT_STRING) || data == NULL || *data == '\0')
+        data = NULL;
+    if (reason != NULL && data != NULL)
+        snprintf(buf, len, "%s: %s", reason, data);
+    else if (reason != NULL)
+        snprintf(buf, len, "%s", reason);
+    else if (data != NULL)
+        snprintf(buf, len, "error 0x%lx: %s", e, data);
+    else
+        snprintf(buf, len, "error 0x%lx", e);
+}

@@ -1,0 +1,164 @@
+/*
+ * shim.h - internal interfaces of libp11mtls-preload.so.
+ *
+ * Flow: hooks.c installs a certificate callback on every client-capable SSL_CTX. When a
+ * server sends a CertificateRequest, decide.c takes the destination (dest.c), finds the
+ * first matching rule (rules.c) in the configuration (conf.c), gets the rule's identity
+ * from the process cache (identity.c, PIN via pin.c) and installs it, logging the
+ * decision (log.c). Nothing here runs before the program's first SSL_CTX_new.
+ */
+#ifndef SHIM_H
+#define SHIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ossl.h"
+
+/* ---- logging (log.c) ---- */
+
+enum shim_level { SHIM_ERROR, SHIM_WARN, SHIM_INFO, SHIM_DEBUG };
+enum shim_log_target { SHIM_LOG_STDERR, SHIM_LOG_SYSLOG, SHIM_LOG_FILE };
+
+void shim_log_configure(enum shim_log_target target, const char *file,
+                        enum shim_level level);
+bool shim_log_enabled(enum shim_level level);
+void shim_log(enum shim_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* snprintf for messages, where cutting a long text short is acceptable. */
+void shim_fmt(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Copy uri to out with any pin-value replaced by "***". */
+void shim_log_redact_uri(const char *uri, char *out, size_t outlen);
+
+/* ---- destinations and patterns (rules.c, dest.c) ---- */
+
+#define SHIM_HOST_MAX 254
+
+struct shim_dest {
+    char host[SHIM_HOST_MAX]; /* lower case, no trailing dot; "" if unknown */
+    bool has_ip;
+    int family; /* AF_INET or AF_INET6 */
+    uint8_t addr[16];
+    int port;           /* -1 if unknown */
+    const char *source; /* "sni", "verify-host", "verify-ip", "peer" or NULL */
+};
+
+enum shim_pattern_kind { SHIM_PAT_ANY, SHIM_PAT_HOST, SHIM_PAT_WILDCARD, SHIM_PAT_IP };
+
+struct shim_pattern {
+    enum shim_pattern_kind kind;
+    char host[SHIM_HOST_MAX]; /* HOST: the name; WILDCARD: the suffix with its dot */
+    int family;
+    uint8_t addr[16];
+    int prefix; /* bits compared for IP */
+    int port;   /* -1: any port */
+};
+
+/* Set the destination from a host name or IP literal; false if it is neither. */
+bool shim_dest_set_name(struct shim_dest *d, const char *name, const char *source);
+void shim_dest_set_addr(struct shim_dest *d, int family, const void *addr);
+/* "host:port", "[v6]:port", ... or "unknown". */
+void shim_dest_format(const struct shim_dest *d, char *buf, size_t len);
+bool shim_pattern_parse(const char *text, struct shim_pattern *p, char *why, size_t len);
+bool shim_pattern_match(const struct shim_pattern *p, const struct shim_dest *d);
+
+/* Fill d from what the program told libssl about the peer (dest.c). */
+void shim_dest_from_ssl(const SSL *ssl, struct shim_dest *d);
+
+/* ---- configuration (conf.c) ---- */
+
+struct shim_param {
+    char *name, *value;
+};
+
+struct shim_identity_conf {
+    char *name;       /* the key in the identities section */
+    char *section;    /* where it is defined, for messages */
+    char *key;        /* URI or file */
+    char *cert;       /* URI or file */
+    char *chain;      /* file, or NULL */
+    char *pin_source; /* "file:PATH", "env:NAME" or NULL */
+};
+
+struct shim_rule {
+    char *name;
+    struct shim_pattern *patterns;
+    size_t npatterns;
+    size_t identity; /* index into shim_conf.ids */
+    bool require_ca_match;
+    bool abort_unavailable;
+};
+
+struct shim_conf {
+    char *path;
+    bool present;   /* a file was found (or named by P11MTLS_CONF) */
+    bool enabled;   /* loaded without errors: rules apply */
+    bool abort_all; /* errors and fail-closed: every client handshake fails */
+    enum shim_log_target log_target;
+    char *log_file;
+    enum shim_level log_level;
+    char *provider;
+    struct shim_param *params; /* extra provider parameters */
+    size_t nparams;
+    bool post_handshake_auth;
+    struct shim_identity_conf *ids;
+    size_t nids;
+    struct shim_rule *rules;
+    size_t nrules;
+    char **errors; /* one line each, without the consequence */
+    size_t nerrors;
+};
+
+/*
+ * Load and validate a configuration. explicit: the path was named by the user (a
+ * missing file is an error rather than "not deployed"). Never NULL except out of memory.
+ */
+struct shim_conf *shim_conf_load(const char *path, bool explicit);
+/* The process configuration: loaded on first use, errors logged once, never freed. */
+const struct shim_conf *shim_conf_get(void);
+
+/* First rule with a pattern matching d, or NULL (rules.c). */
+const struct shim_rule *shim_rules_find(const struct shim_conf *c,
+                                        const struct shim_dest *d);
+
+/* ---- identities (identity.c, pin.c) ---- */
+
+struct shim_identity {
+    EVP_PKEY *key;
+    X509 *cert;
+    STACK_OF(X509) * chain; /* may be NULL */
+    char subject[256];
+    char serial[80];
+};
+
+/*
+ * The loaded identity number idx of c, loading it on first use (token access and login
+ * happen here). NULL with why filled when it is unavailable; failures are remembered for
+ * a while so a missing token is not probed on every handshake.
+ */
+const struct shim_identity *shim_identity_get(const struct shim_conf *c, size_t idx,
+                                              char *why, size_t len);
+/* True if cert is one the shim installed (so a renegotiation may replace it). */
+bool shim_identity_owns(const X509 *cert);
+bool shim_identity_valid_now(const struct shim_identity *id, char *why, size_t len);
+/* The server's acceptable-CA list names an issuer of ours, or is empty. */
+bool shim_identity_ca_match(const struct shim_identity *id, const SSL *ssl, char *why,
+                            size_t len);
+
+/* Read a PIN from "file:PATH" or "env:NAME"; false if none (pin.c). */
+bool shim_pin_read(const char *source, char *pin, size_t len);
+bool shim_pin_source_valid(const char *source);
+/* key with "pin-source=<source>" added to the query (malloc'd), or a copy of key. */
+char *shim_pin_uri(const char *key, const char *source);
+/* A UI method that answers prompts from the identity's pin_source and never asks. */
+UI_METHOD *shim_pin_ui_method(void);
+
+/* ---- the decision (decide.c) ---- */
+
+/* Run at a CertificateRequest on a client SSL: 1 to continue, 0 to abort the handshake.
+ */
+int shim_decide(SSL *ssl, const struct shim_conf *c);
+
+#endif
