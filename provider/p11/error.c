@@ -30,7 +30,10 @@ const char *p11m_reason_string(int reason)
     return reason_strings[reason];
 }
 
-#define CKR_ENTRY(x) {x, #x}
+#define CKR_ENTRY(x)                                                                     \
+    {                                                                                    \
+        x, #x                                                                            \
+    }
 static const struct {
     CK_RV rv;
     const char *name;
@@ -163,8 +166,8 @@ static void error_emit(int reason, const char *file, int line, const char *func,
         error_sink(error_sink_arg, reason, file, line, func, msg);
 }
 
-void p11m_raise_(int reason, const char *file, int line, const char *func, const char *fmt,
-                 ...)
+void p11m_raise_(int reason, const char *file, int line, const char *func,
+                 const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -175,8 +178,8 @@ void p11m_raise_(int reason, const char *file, int line, const char *func, const
     error_emit(reason, file, line, func, msg);
 }
 
-void p11m_raise_ckr_(CK_RV rv, const char *fn, const char *file, int line, const char *func,
-                     const char *fmt, ...)
+void p11m_raise_ckr_(CK_RV rv, const char *fn, const char *file, int line,
+                     const char *func, const char *fmt, ...)
 {
     char what[384], msg[512];
     va_list ap;

@@ -66,10 +66,11 @@ static int login_check_flags(P11M_TOKEN *tok, const char *label)
         p11m_raise(P11M_R_PIN_LOCKED, "token '%s': user PIN is locked; no login tried",
                    label);
     else if (f & CKF_USER_PIN_FINAL_TRY)
-        p11m_raise(P11M_R_PIN_LOCKED,
-                   "token '%s': user PIN is on its final try; no login tried, so a wrong "
-                   "PIN cannot lock it (log in once with the right PIN to reset the count)",
-                   label);
+        p11m_raise(
+            P11M_R_PIN_LOCKED,
+            "token '%s': user PIN is on its final try; no login tried, so a wrong "
+            "PIN cannot lock it (log in once with the right PIN to reset the count)",
+            label);
     else if (!(f & CKF_USER_PIN_INITIALIZED))
         p11m_raise(P11M_R_PIN_MISSING, "token '%s': user PIN not initialised", label);
     else
@@ -187,7 +188,8 @@ int p11m_login_so(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN_INFO
     if (p11m_token_refresh_info(tok) == CKR_OK &&
         (tok->info.flags & (CKF_SO_PIN_LOCKED | CKF_SO_PIN_FINAL_TRY))) {
         p11m_raise(P11M_R_PIN_LOCKED,
-                   "token '%s': SO PIN is locked or on its final try; no login tried", label);
+                   "token '%s': SO PIN is locked or on its final try; no login tried",
+                   label);
         return 0;
     }
     pin.len = 0;
@@ -209,8 +211,8 @@ int p11m_login_context(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN
     if (!login_get_pin(li, label, &pin))
         return 0;
     __atomic_add_fetch(&login_calls, 1, __ATOMIC_SEQ_CST);
-    rv = P11M_CALL(tok->mod, C_Login, sess, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR_PTR) pin.buf,
-                   pin.len);
+    rv = P11M_CALL(tok->mod, C_Login, sess, CKU_CONTEXT_SPECIFIC,
+                   (CK_UTF8CHAR_PTR) pin.buf, pin.len);
     p11m_pin_cleanse(&pin);
     if (rv != CKR_OK) {
         if (p11m_ckr_reason(rv) == P11M_R_PIN_INCORRECT)

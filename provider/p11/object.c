@@ -116,7 +116,8 @@ const P11M_LOGIN_INFO *p11m_obj_login_info(const P11M_OBJ *obj)
     return &obj->li;
 }
 
-const unsigned char *p11m_obj_attr(const P11M_OBJ *obj, CK_ATTRIBUTE_TYPE type, size_t *len)
+const unsigned char *p11m_obj_attr(const P11M_OBJ *obj, CK_ATTRIBUTE_TYPE type,
+                                   size_t *len)
 {
     for (size_t i = 0; i < obj->n_attrs; i++) {
         if (obj->attrs[i].type == type) {
@@ -158,7 +159,8 @@ static CK_RV obj_read_attrs(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HAN
             free(t[i].pValue);
             continue; /* an attribute that vanished or grew: leave it out */
         }
-        obj->attrs[obj->n_attrs++] = (struct obj_attr){types[i], t[i].pValue, t[i].ulValueLen};
+        obj->attrs[obj->n_attrs++] =
+            (struct obj_attr){types[i], t[i].pValue, t[i].ulValueLen};
     }
     return CKR_OK;
 }
@@ -192,7 +194,8 @@ static CK_RV obj_read_names(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HAN
     if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
         return rv;
     obj->idlen = t[0].ulValueLen == CK_UNAVAILABLE_INFORMATION ? 0 : t[0].ulValueLen;
-    obj->label[t[1].ulValueLen == CK_UNAVAILABLE_INFORMATION ? 0 : t[1].ulValueLen] = '\0';
+    obj->label[t[1].ulValueLen == CK_UNAVAILABLE_INFORMATION ? 0 : t[1].ulValueLen] =
+        '\0';
     return CKR_OK;
 }
 
@@ -339,9 +342,9 @@ static void find_complete_private(P11M_OBJ *key, CK_SESSION_HANDLE sess)
     FIND_TMPL t;
     size_t len;
 
-    if (key->idlen == 0 || p11m_obj_attr(key, key->ktype == CKK_RSA ? CKA_MODULUS
-                                                                     : CKA_EC_POINT,
-                                         &len) != NULL)
+    if (key->idlen == 0 ||
+        p11m_obj_attr(key, key->ktype == CKK_RSA ? CKA_MODULUS : CKA_EC_POINT, &len) !=
+            NULL)
         return;
     for (int i = 0; i < 2; i++) {
         tmpl_init(&t, order[i]);
@@ -411,8 +414,9 @@ static int find_class(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE s
         return -1;
     }
     for (CK_ULONG i = 0; i < n && !run->stop; i++) {
-        P11M_OBJ *obj = load_as == cls ? obj_load(tok, sess, h[i], cls, &run->li)
-                                       : find_private_standin(tok, sess, h[i], cls, &run->li);
+        P11M_OBJ *obj = load_as == cls
+                            ? obj_load(tok, sess, h[i], cls, &run->li)
+                            : find_private_standin(tok, sess, h[i], cls, &run->li);
 
         if (obj == NULL)
             continue;
@@ -548,7 +552,8 @@ CK_RV p11m_obj_handle(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE *h
         return P11M_CKR_RAISED;
     }
     if (rv != CKR_OK) {
-        p11m_raise_ckr(rv, "C_FindObjects", "looking up object '%s'", p11m_obj_label(obj));
+        p11m_raise_ckr(rv, "C_FindObjects", "looking up object '%s'",
+                       p11m_obj_label(obj));
         return P11M_CKR_RAISED;
     }
     obj_set_handle(obj, *h);

@@ -58,12 +58,14 @@ typedef void p11m_error_sink_fn(void *arg, int reason, const char *file, int lin
 void p11m_set_error_sink(p11m_error_sink_fn *fn, void *arg);
 void p11m_raise_(int reason, const char *file, int line, const char *func,
                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-#define p11m_raise(reason, ...) p11m_raise_((reason), __FILE__, __LINE__, __func__, __VA_ARGS__)
+#define p11m_raise(reason, ...)                                                          \
+    p11m_raise_((reason), __FILE__, __LINE__, __func__, __VA_ARGS__)
 /* Raises for a failed PKCS#11 call: "<what>: <fn>: CKR_xxx", reason from the CK_RV. */
-#define p11m_raise_ckr(rv, fn, ...)                                                       \
+#define p11m_raise_ckr(rv, fn, ...)                                                      \
     p11m_raise_ckr_((rv), (fn), __FILE__, __LINE__, __func__, __VA_ARGS__)
-void p11m_raise_ckr_(CK_RV rv, const char *fn, const char *file, int line, const char *func,
-                     const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+void p11m_raise_ckr_(CK_RV rv, const char *fn, const char *file, int line,
+                     const char *func, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 const char *p11m_last_error(int *reason);
 
 /*
@@ -76,10 +78,10 @@ int p11m_log_setup(int level, const char *path);
 /* Reads P11MTLS_DEBUG once; called by every entry point that may log. */
 void p11m_log_init(void);
 void p11m_log_(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-#define p11m_log(level, ...)                                                              \
-    do {                                                                                  \
-        if (p11m_log_level >= (level))                                                    \
-            p11m_log_((level), __VA_ARGS__);                                              \
+#define p11m_log(level, ...)                                                             \
+    do {                                                                                 \
+        if (p11m_log_level >= (level))                                                   \
+            p11m_log_((level), __VA_ARGS__);                                             \
     } while (0)
 
 /* ---- modules (module.c) ---- */
@@ -116,9 +118,9 @@ unsigned p11m_fork_generation(void);
 /* ---- PIN sources (pin.c) ---- */
 
 /*
- * A PIN source: "file:PATH" (the file must not be readable by group or others), "env:NAME",
- * or a literal given in a URI as pin-value. The PIN is read when a login needs it, passed to
- * C_Login and cleansed at once; it is never copied anywhere else.
+ * A PIN source: "file:PATH" (the file must not be readable by group or others),
+ * "env:NAME", or a literal given in a URI as pin-value. The PIN is read when a login
+ * needs it, passed to C_Login and cleansed at once; it is never copied anywhere else.
  */
 typedef struct p11m_pin {
     char buf[256];
@@ -213,9 +215,9 @@ unsigned long p11m_login_count(void);
 typedef struct p11m_obj P11M_OBJ;
 
 typedef struct p11m_find_args {
-    P11KitUri *uri;       /* object attributes (id, object, type) and token filter */
-    CK_OBJECT_CLASS cls;  /* class wanted, or (CK_OBJECT_CLASS)-1 for what the URI says */
-    P11M_LOGIN_INFO *li;  /* used to log in when a private key needs it; may be NULL */
+    P11KitUri *uri;      /* object attributes (id, object, type) and token filter */
+    CK_OBJECT_CLASS cls; /* class wanted, or (CK_OBJECT_CLASS)-1 for what the URI says */
+    P11M_LOGIN_INFO *li; /* used to log in when a private key needs it; may be NULL */
     const unsigned char *subject; /* DER subject a certificate must have; may be NULL */
     size_t subject_len;
 } P11M_FIND_ARGS;
@@ -248,7 +250,8 @@ const P11M_LOGIN_INFO *p11m_obj_login_info(const P11M_OBJ *obj);
  * CKA_ALLOWED_MECHANISMS. For a private key these come from its public key or
  * certificate when the private object does not carry them. NULL when absent.
  */
-const unsigned char *p11m_obj_attr(const P11M_OBJ *obj, CK_ATTRIBUTE_TYPE type, size_t *len);
+const unsigned char *p11m_obj_attr(const P11M_OBJ *obj, CK_ATTRIBUTE_TYPE type,
+                                   size_t *len);
 
 /*
  * The object's handle in sess, valid in this process generation: after fork or token
@@ -262,8 +265,8 @@ char *p11m_obj_uri(const P11M_OBJ *obj);
 
 /*
  * One-shot signature on the token with the object's private key: one session checkout,
- * C_SignInit, C_Sign (two calls when sig is NULL only to size it: pass sig NULL to get the
- * length). Logs in as needed, re-logs in once after CKR_USER_NOT_LOGGED_IN, does the
+ * C_SignInit, C_Sign (two calls when sig is NULL only to size it: pass sig NULL to get
+ * the length). Logs in as needed, re-logs in once after CKR_USER_NOT_LOGGED_IN, does the
  * context-specific login for CKA_ALWAYS_AUTHENTICATE keys. CKR_OK or error rv (raised).
  */
 CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size_t inlen,
@@ -271,7 +274,8 @@ CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size
 
 /* ---- URIs (uri.c) ---- */
 
-/* Parses s (raises BAD_URI naming what p11-kit said). Caller frees with p11_kit_uri_free. */
+/* Parses s (raises BAD_URI naming what p11-kit said). Caller frees with p11_kit_uri_free.
+ */
 P11KitUri *p11m_uri_parse(const char *s);
 /* The module that uri names with module-path / module-name, else the one given by
  * default_path/init_args. */

@@ -45,6 +45,8 @@ int p11m_rv_token_gone(CK_RV rv);
 
 #ifndef P11M_INT_LOGIN
 #define P11M_INT_LOGIN
-/* C_Login(CKU_CONTEXT_SPECIFIC) right after C_SignInit, for CKA_ALWAYS_AUTHENTICATE keys. */
-int p11m_login_context(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN_INFO *li);
+/* C_Login(CKU_CONTEXT_SPECIFIC) right after C_SignInit, for CKA_ALWAYS_AUTHENTICATE keys.
+ */
+int p11m_login_context(P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
+                       const P11M_LOGIN_INFO *li);
 #endif

@@ -106,7 +106,8 @@ int p11m_pin_read(const char *spec, P11M_PIN *pin)
 
     pin->len = 0;
     if (!p11m_pin_source_valid(spec)) {
-        p11m_raise(P11M_R_PIN_SOURCE, "PIN source '%s': expected file:PATH, env:NAME or an absolute path",
+        p11m_raise(P11M_R_PIN_SOURCE,
+                   "PIN source '%s': expected file:PATH, env:NAME or an absolute path",
                    spec != NULL ? spec : "");
         return 0;
     }

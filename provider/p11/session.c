@@ -19,7 +19,8 @@ CK_RV p11m_session_get(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
         return CKR_OK;
     }
     pthread_mutex_unlock(&tok->lock);
-    rv = P11M_CALL(tok->mod, C_OpenSession, tok->slot, CKF_SERIAL_SESSION, NULL, NULL, sess);
+    rv = P11M_CALL(tok->mod, C_OpenSession, tok->slot, CKF_SERIAL_SESSION, NULL, NULL,
+                   sess);
     if (rv == CKR_OK)
         return CKR_OK;
     if (p11m_rv_token_gone(rv)) {
@@ -57,8 +58,8 @@ CK_RV p11m_session_open_rw(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
     if (p11m_module_check_fork(tok->mod) != CKR_OK)
         return P11M_CKR_RAISED;
     p11m_token_check_fork(tok);
-    rv = P11M_CALL(tok->mod, C_OpenSession, tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
-                   NULL, NULL, sess);
+    rv = P11M_CALL(tok->mod, C_OpenSession, tok->slot,
+                   CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, sess);
     if (rv == CKR_OK)
         return CKR_OK;
     p11m_raise_ckr(rv, "C_OpenSession", "opening a read-write session on slot %lu",

@@ -118,7 +118,8 @@ static int token_same_identity(const CK_TOKEN_INFO *a, const CK_TOKEN_INFO *b)
 }
 
 /* The registry entry for (mod, slot); a different token now in the slot resets it. */
-static P11M_TOKEN *token_entry(P11M_MODULE *mod, CK_SLOT_ID slot, const CK_TOKEN_INFO *info)
+static P11M_TOKEN *token_entry(P11M_MODULE *mod, CK_SLOT_ID slot,
+                               const CK_TOKEN_INFO *info)
 {
     P11M_TOKEN *tok = NULL;
 
@@ -126,7 +127,8 @@ static P11M_TOKEN *token_entry(P11M_MODULE *mod, CK_SLOT_ID slot, const CK_TOKEN
     for (size_t i = 0; i < n_tokens && tok == NULL; i++)
         if (tokens[i]->mod == mod && tokens[i]->slot == slot)
             tok = tokens[i];
-    if (tok == NULL && n_tokens < MAX_TOKENS && (tok = token_new(mod, slot, info)) != NULL)
+    if (tok == NULL && n_tokens < MAX_TOKENS &&
+        (tok = token_new(mod, slot, info)) != NULL)
         tokens[n_tokens++] = tok;
     pthread_mutex_unlock(&tokens_lock);
     if (tok == NULL) {
@@ -211,7 +213,8 @@ int p11m_tokens_find(P11M_MODULE *mod, P11KitUri *uri, P11M_TOKEN_LIST *list)
 
         if (!token_slot_matches(mod, uri, slots[i], &info))
             continue;
-        if ((tok = token_entry(mod, slots[i], &info)) == NULL || !token_list_add(list, tok))
+        if ((tok = token_entry(mod, slots[i], &info)) == NULL ||
+            !token_list_add(list, tok))
             goto done;
     }
     ok = 1;

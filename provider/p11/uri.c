@@ -28,7 +28,8 @@ P11KitUri *p11m_uri_parse(const char *s)
         return uri;
     shown = p11m_uri_redact(s);
     p11m_raise(P11M_R_BAD_URI, "%s: %s", shown != NULL ? shown : "URI",
-               rc == P11_KIT_URI_NOT_FOUND ? "unknown attribute" : p11_kit_uri_message(rc));
+               rc == P11_KIT_URI_NOT_FOUND ? "unknown attribute"
+                                           : p11_kit_uri_message(rc));
     free(shown);
     p11_kit_uri_free(uri);
     return NULL;
@@ -50,7 +51,8 @@ static char *uri_module_by_name(const char *name)
     return path;
 }
 
-P11M_MODULE *p11m_uri_module(P11KitUri *uri, const char *default_path, const char *init_args)
+P11M_MODULE *p11m_uri_module(P11KitUri *uri, const char *default_path,
+                             const char *init_args)
 {
     const char *path = p11_kit_uri_get_module_path(uri);
     const char *name = p11_kit_uri_get_module_name(uri);
@@ -63,8 +65,8 @@ P11M_MODULE *p11m_uri_module(P11KitUri *uri, const char *default_path, const cha
         return p11m_module_get(default_path, init_args);
     found = uri_module_by_name(name);
     if (found == NULL) {
-        p11m_raise(P11M_R_MODULE_LOAD, "module-name=%s: no such module registered with p11-kit",
-                   name);
+        p11m_raise(P11M_R_MODULE_LOAD,
+                   "module-name=%s: no such module registered with p11-kit", name);
         return NULL;
     }
     mod = p11m_module_get(found, NULL);

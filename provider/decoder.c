@@ -1,0 +1,120 @@
+/*
+ * decoder.c - reads PEM files that wrap a pkcs11: URI, so legacy key-file APIs
+ * (SSL_CTX_use_PrivateKey_file, PEM_read_bio_PrivateKey) get the token key. Input that
+ * is not such a file is left to the other decoders.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/core_object.h>
+#include <openssl/params.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+
+#include "pemuri.h"
+#include "provider.h"
+
+static void *dec_newctx(void *provctx)
+{
+    return provctx;
+}
+
+static void dec_freectx(void *ctx)
+{
+    (void) ctx;
+}
+
+static int dec_take_first(P11M_OBJ *obj, void *arg)
+{
+    *(P11M_OBJ **) arg = obj;
+    return 0; /* the first private key is the one */
+}
+
+/* The private key the URI names, as a key object. NULL (raised) when none. */
+static P11M_KEY *dec_load(P11M_PROV *prov, const char *uri_string)
+{
+    P11KitUri *uri = p11m_uri_parse(uri_string);
+    P11M_MODULE *mod =
+        uri != NULL ? p11m_uri_module(uri, prov->module_path, prov->init_args) : NULL;
+    P11M_LOGIN_INFO li;
+    P11M_FIND_ARGS args;
+    P11M_OBJ *obj = NULL;
+    P11M_KEY *key = NULL;
+
+    if (mod != NULL) {
+        p11m_prov_login_info(prov, &li);
+        memset(&args, 0, sizeof(args));
+        args.uri = uri;
+        args.cls = CKO_PRIVATE_KEY;
+        args.li = &li;
+        if (p11m_objects_find(mod, &args, dec_take_first, &obj) == 0)
+            p11m_prov_raise(prov, P11M_R_NO_OBJECT, "no private key matches %s",
+                            P11M_PEMURI_LABEL " file's URI");
+    }
+    if (obj != NULL)
+        key = p11m_key_from_obj(prov, obj);
+    p11m_obj_free(obj);
+    if (uri != NULL)
+        p11_kit_uri_free(uri);
+    return key;
+}
+
+static int dec_decode(void *vctx, OSSL_CORE_BIO *cin, int selection,
+                      OSSL_CALLBACK *data_cb, void *data_cbarg,
+                      OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+{
+    P11M_PROV *prov = vctx;
+    BIO *in = BIO_new_from_core_bio(prov->libctx, cin);
+    char *name = NULL, *header = NULL, *uri = NULL;
+    unsigned char *der = NULL;
+    long len = 0;
+    P11M_KEY *key = NULL;
+    int ok = 1, type = OSSL_OBJECT_PKEY;
+    OSSL_PARAM params[4];
+
+    (void) pw_cb;
+    (void) pw_cbarg;
+    if (in == NULL)
+        return 0;
+    if (!(selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) && selection != 0)
+        goto done; /* only private keys are wrapped this way */
+    ERR_set_mark();
+    if (PEM_read_bio(in, &name, &header, &der, &len) <= 0 ||
+        strcmp(name, P11M_PEMURI_LABEL) != 0) {
+        ERR_pop_to_mark(); /* not ours: quietly let the next decoder try */
+        goto done;
+    }
+    ERR_clear_last_mark();
+    if (!p11m_pemuri_parse(der, len, &uri)) {
+        p11m_prov_raise(prov, P11M_R_BAD_URI, "malformed %s file", P11M_PEMURI_LABEL);
+        ok = 0;
+        goto done;
+    }
+    if ((key = dec_load(prov, uri)) == NULL) {
+        ok = 0;
+        goto done;
+    }
+    params[0] = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &type);
+    params[1] = OSSL_PARAM_construct_utf8_string(
+        OSSL_OBJECT_PARAM_DATA_TYPE, (char *) p11m_key_type_name(key->type), 0);
+    params[2] =
+        OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_REFERENCE, &key, sizeof(key));
+    params[3] = OSSL_PARAM_construct_end();
+    ok = data_cb(params, data_cbarg);
+done:
+    p11m_key_free(key);
+    free(uri);
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(der);
+    BIO_free(in);
+    return ok;
+}
+
+const OSSL_DISPATCH p11m_decoder_functions[] = {
+    {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void)) dec_newctx},
+    {OSSL_FUNC_DECODER_FREECTX, (void (*)(void)) dec_freectx},
+    {OSSL_FUNC_DECODER_DECODE, (void (*)(void)) dec_decode},
+    {0, NULL},
+};

@@ -1,0 +1,346 @@
+/*
+ * provider.c - the provider's entry point: configuration, the algorithm tables, and
+ * errors routed through the core.
+ *
+ * Loading costs nothing measurable: the PKCS#11 module is loaded and the token opened
+ * only when a pkcs11: URI is first opened. The algorithm tables are fixed, so contexts
+ * created before any token key exists can use token keys later.
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/params.h>
+#include <openssl/proverr.h>
+
+#include "p11m_config.h"
+#include "provider.h"
+
+/* ---- errors through the core ---- */
+
+static OSSL_FUNC_core_get_params_fn *core_get_params;
+static OSSL_FUNC_core_new_error_fn *core_new_error;
+static OSSL_FUNC_core_set_error_debug_fn *core_set_error_debug;
+static OSSL_FUNC_core_vset_error_fn *core_vset_error;
+
+/* Provider instances alive: errors raised deep in the core are reported through one. */
+#define MAX_LIVE 16
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static P11M_PROV *live[MAX_LIVE];
+static size_t n_live;
+
+static void prov_vraise(const P11M_PROV *prov, int reason, const char *file, int line,
+                        const char *func, const char *fmt, va_list ap)
+{
+    if (prov == NULL || core_new_error == NULL)
+        return;
+    core_new_error(prov->handle);
+    core_set_error_debug(prov->handle, file, line, func);
+    core_vset_error(prov->handle, (uint32_t) reason, fmt, ap);
+}
+
+static void prov_raise_at(const P11M_PROV *prov, int reason, const char *file, int line,
+                          const char *func, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    prov_vraise(prov, reason, file, line, func, fmt, ap);
+    va_end(ap);
+}
+
+void p11m_prov_raise(const P11M_PROV *prov, int reason, const char *fmt, ...)
+{
+    va_list ap;
+
+    p11m_log(1, "error: %s", p11m_reason_string(reason));
+    va_start(ap, fmt);
+    prov_vraise(prov, reason, NULL, 0, NULL, fmt, ap);
+    va_end(ap);
+}
+
+static void prov_error_sink(void *arg, int reason, const char *file, int line,
+                            const char *func, const char *msg)
+{
+    P11M_PROV *prov = NULL;
+
+    (void) arg;
+    pthread_mutex_lock(&live_lock);
+    if (n_live > 0)
+        prov = live[n_live - 1];
+    if (prov != NULL)
+        prov_raise_at(prov, reason, file, line, func, "%s", msg);
+    pthread_mutex_unlock(&live_lock);
+}
+
+static void prov_live_add(P11M_PROV *prov)
+{
+    pthread_mutex_lock(&live_lock);
+    if (n_live < MAX_LIVE)
+        live[n_live++] = prov;
+    pthread_mutex_unlock(&live_lock);
+}
+
+static void prov_live_remove(P11M_PROV *prov)
+{
+    pthread_mutex_lock(&live_lock);
+    for (size_t i = 0; i < n_live; i++) {
+        if (live[i] == prov) {
+            memmove(&live[i], &live[i + 1], (n_live - i - 1) * sizeof(live[0]));
+            n_live--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&live_lock);
+}
+
+static OSSL_ITEM reason_strings[P11M_R_MAX];
+
+static const OSSL_ITEM *prov_get_reason_strings(void *provctx)
+{
+    (void) provctx;
+    return reason_strings;
+}
+
+static void prov_init_reason_strings(void)
+{
+    for (int r = 1; r < P11M_R_MAX; r++)
+        reason_strings[r - 1] = (OSSL_ITEM){(unsigned) r, (void *) p11m_reason_string(r)};
+    reason_strings[P11M_R_MAX - 1] = (OSSL_ITEM){0, NULL};
+}
+
+/* ---- configuration ---- */
+
+void p11m_prov_login_info(const P11M_PROV *prov, P11M_LOGIN_INFO *li)
+{
+    memset(li, 0, sizeof(*li));
+    li->pin_source = prov->pin_source;
+}
+
+/* Parameter names in the provider's openssl.cnf section. */
+#define PARAM_MODULE     "pkcs11-module"
+#define PARAM_INIT_ARGS  "pkcs11-init-args"
+#define PARAM_PIN_SOURCE "pin-source"
+#define PARAM_DEBUG      "debug-level"
+#define PARAM_DEBUG_FILE "debug-file"
+
+static int prov_dup_param(const char *v, char **out)
+{
+    if (v == NULL || *v == '\0')
+        return 1;
+    *out = strdup(v);
+    return *out != NULL;
+}
+
+static int prov_configure(P11M_PROV *prov)
+{
+    char *module = NULL, *init_args = NULL, *pin_source = NULL, *debug = NULL,
+         *debug_file = NULL;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_utf8_ptr(PARAM_MODULE, &module, 0),
+        OSSL_PARAM_utf8_ptr(PARAM_INIT_ARGS, &init_args, 0),
+        OSSL_PARAM_utf8_ptr(PARAM_PIN_SOURCE, &pin_source, 0),
+        OSSL_PARAM_utf8_ptr(PARAM_DEBUG, &debug, 0),
+        OSSL_PARAM_utf8_ptr(PARAM_DEBUG_FILE, &debug_file, 0),
+        OSSL_PARAM_END,
+    };
+    char *end;
+    long level;
+
+    if (!core_get_params(prov->handle, params))
+        return 0;
+    if (debug != NULL) {
+        level = strtol(debug, &end, 10);
+        if (end == debug || *end != '\0' || level < 0 || level > 9) {
+            p11m_prov_raise(prov, P11M_R_BAD_CONFIG, "%s = %s: expected a number 0..9",
+                            PARAM_DEBUG, debug);
+            return 0;
+        }
+        if (!p11m_log_setup((int) level, debug_file))
+            return 0;
+    }
+    if (pin_source != NULL && !p11m_pin_source_valid(pin_source)) {
+        p11m_prov_raise(prov, P11M_R_BAD_CONFIG,
+                        "%s = %s: expected file:PATH or env:NAME", PARAM_PIN_SOURCE,
+                        pin_source);
+        return 0;
+    }
+    return prov_dup_param(module, &prov->module_path) &&
+           prov_dup_param(init_args, &prov->init_args) &&
+           prov_dup_param(pin_source, &prov->pin_source);
+}
+
+/* ---- algorithms ---- */
+
+static const OSSL_ALGORITHM prov_store[] = {
+    {"pkcs11", P11M_PROP, p11m_store_functions, "RFC 7512 pkcs11: URIs"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const OSSL_ALGORITHM prov_keymgmt[] = {
+    {"RSA:rsaEncryption:1.2.840.113549.1.1.1", P11M_PROP, p11m_rsa_keymgmt_functions,
+     "PKCS#11 RSA keys"},
+    {"RSA-PSS:RSASSA-PSS:1.2.840.113549.1.1.10", P11M_PROP, p11m_rsapss_keymgmt_functions,
+     "PKCS#11 RSA-PSS keys"},
+    {"EC:id-ecPublicKey:1.2.840.10045.2.1", P11M_PROP, p11m_ec_keymgmt_functions,
+     "PKCS#11 EC keys"},
+    {"ED25519:1.3.101.112", P11M_PROP, p11m_ed25519_keymgmt_functions,
+     "PKCS#11 Ed25519 keys"},
+    {"ED448:1.3.101.113", P11M_PROP, p11m_ed448_keymgmt_functions, "PKCS#11 Ed448 keys"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const OSSL_ALGORITHM prov_signature[] = {
+    {"P11MTLS-RSA", P11M_PROP, p11m_rsa_signature_functions, "RSA signatures on a token"},
+    {"P11MTLS-EC", P11M_PROP, p11m_ecdsa_signature_functions, "ECDSA on a token"},
+    {"P11MTLS-EDDSA", P11M_PROP, p11m_eddsa_signature_functions, "EdDSA on a token"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const OSSL_ALGORITHM prov_decoder[] = {
+    {"RSA:EC:ED25519:ED448", P11M_PROP ",input=pem", p11m_decoder_functions,
+     "PEM file wrapping a pkcs11: URI"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const OSSL_ALGORITHM prov_encoder[] = {
+    {"RSA:RSA-PSS:EC:ED25519:ED448", P11M_PROP ",output=text",
+     p11m_text_encoder_functions, "token keys as text, with their URI"},
+    {NULL, NULL, NULL, NULL},
+};
+
+static const OSSL_ALGORITHM *prov_query(void *provctx, int operation_id, int *no_cache)
+{
+    (void) provctx;
+    *no_cache = 0;
+    switch (operation_id) {
+    case OSSL_OP_STORE:
+        return prov_store;
+    case OSSL_OP_KEYMGMT:
+        return prov_keymgmt;
+    case OSSL_OP_SIGNATURE:
+        return prov_signature;
+    case OSSL_OP_DECODER:
+        return prov_decoder;
+    case OSSL_OP_ENCODER:
+        return prov_encoder;
+    default:
+        return NULL;
+    }
+}
+
+/* ---- provider parameters and teardown ---- */
+
+static const OSSL_PARAM *prov_gettable_params(void *provctx)
+{
+    static const OSSL_PARAM gettable[] = {
+        OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_NAME, NULL, 0),
+        OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_VERSION, NULL, 0),
+        OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_BUILDINFO, NULL, 0),
+        OSSL_PARAM_int(OSSL_PROV_PARAM_STATUS, NULL),
+        OSSL_PARAM_END,
+    };
+
+    (void) provctx;
+    return gettable;
+}
+
+static int prov_get_params(void *provctx, OSSL_PARAM params[])
+{
+    OSSL_PARAM *p;
+
+    (void) provctx;
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_NAME)) != NULL &&
+        !OSSL_PARAM_set_utf8_ptr(p, "p11mtls PKCS#11 provider"))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_VERSION)) != NULL &&
+        !OSSL_PARAM_set_utf8_ptr(p, P11M_VERSION))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_BUILDINFO)) != NULL &&
+        !OSSL_PARAM_set_utf8_ptr(p, P11M_VERSION))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, OSSL_PROV_PARAM_STATUS)) != NULL &&
+        !OSSL_PARAM_set_int(p, 1))
+        return 0;
+    return 1;
+}
+
+static void prov_free(P11M_PROV *prov)
+{
+    prov_live_remove(prov);
+    /* Tokens and modules stay: other instances may use them, and finalising a module
+     * at exit crashes some (SoftHSM2). */
+    OSSL_LIB_CTX_free(prov->libctx);
+    free(prov->module_path);
+    free(prov->init_args);
+    free(prov->pin_source);
+    free(prov);
+}
+
+static void prov_teardown(void *provctx)
+{
+    prov_free(provctx);
+}
+
+static const OSSL_DISPATCH prov_functions[] = {
+    {OSSL_FUNC_PROVIDER_TEARDOWN, (void (*)(void)) prov_teardown},
+    {OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void)) prov_gettable_params},
+    {OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void)) prov_get_params},
+    {OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void)) prov_query},
+    {OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void)) prov_get_reason_strings},
+    {0, NULL},
+};
+
+static void prov_take_core_functions(const OSSL_DISPATCH *in)
+{
+    for (; in->function_id != 0; in++) {
+        switch (in->function_id) {
+        case OSSL_FUNC_CORE_GET_PARAMS:
+            core_get_params = OSSL_FUNC_core_get_params(in);
+            break;
+        case OSSL_FUNC_CORE_NEW_ERROR:
+            core_new_error = OSSL_FUNC_core_new_error(in);
+            break;
+        case OSSL_FUNC_CORE_SET_ERROR_DEBUG:
+            core_set_error_debug = OSSL_FUNC_core_set_error_debug(in);
+            break;
+        case OSSL_FUNC_CORE_VSET_ERROR:
+            core_vset_error = OSSL_FUNC_core_vset_error(in);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+__attribute__((visibility("default"))) int
+OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
+                   const OSSL_DISPATCH **out, void **provctx)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    P11M_PROV *prov;
+
+    p11m_log_init();
+    prov_take_core_functions(in);
+    if (core_get_params == NULL || core_new_error == NULL || core_vset_error == NULL)
+        return 0;
+    pthread_once(&once, prov_init_reason_strings);
+    if ((prov = calloc(1, sizeof(*prov))) == NULL)
+        return 0;
+    prov->handle = handle;
+    prov->libctx = OSSL_LIB_CTX_new_child(handle, in);
+    if (prov->libctx == NULL || !prov_configure(prov)) {
+        prov_free(prov);
+        return 0;
+    }
+    prov_live_add(prov);
+    p11m_set_error_sink(prov_error_sink, NULL);
+    p11m_log(1, "provider loaded (module %s)",
+             prov->module_path != NULL ? prov->module_path : P11M_DEFAULT_MODULE);
+    *out = prov_functions;
+    *provctx = prov;
+    return 1;
+}

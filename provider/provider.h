@@ -1,0 +1,88 @@
+/*
+ * provider.h - what the provider's operation files share: the provider context, the key
+ * object behind every EVP_PKEY this provider makes, and error raising.
+ */
+#ifndef P11M_PROVIDER_H
+#define P11M_PROVIDER_H
+
+#include <openssl/core.h>
+#include <openssl/core_dispatch.h>
+#include <openssl/evp.h>
+
+#include "p11m.h"
+
+#define P11M_PROV_NAME "p11mtls"
+#define P11M_PROP      "provider=p11mtls"
+
+typedef struct p11m_prov {
+    const OSSL_CORE_HANDLE *handle;
+    OSSL_LIB_CTX
+        *libctx;       /* child of the application's: software hashing, public halves */
+    char *module_path; /* NULL: p11-kit's proxy */
+    char *init_args;
+    char *pin_source;
+} P11M_PROV;
+
+/* The provider context's settings in the form the core's login wants them. */
+void p11m_prov_login_info(const P11M_PROV *prov, P11M_LOGIN_INFO *li);
+
+/* Raises an error with one of the core's reasons through the core's error upcalls. */
+void p11m_prov_raise(const P11M_PROV *prov, int reason, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- keys (key.c) ---- */
+
+enum p11m_key_type {
+    P11M_KEY_RSA,
+    P11M_KEY_RSA_PSS,
+    P11M_KEY_EC,
+    P11M_KEY_ED25519,
+    P11M_KEY_ED448,
+    P11M_KEY_TYPES
+};
+
+/*
+ * A key as OpenSSL sees it: the token object (a private key that signs on the token,
+ * or a public key) and its public half as an EVP_PKEY of the default provider, which
+ * answers every question about public parameters without touching the token. Keys that
+ * OpenSSL imports (public only) have no token object. Reference counted: the store keeps
+ * one reference, every EVP_PKEY another.
+ */
+typedef struct p11m_key {
+    int refs;
+    P11M_PROV *prov;
+    enum p11m_key_type type;
+    P11M_OBJ *obj; /* NULL for an imported public key */
+    EVP_PKEY *pub;
+} P11M_KEY;
+
+/* The key for a token object, with its public half built from the object's attributes
+ * (or from its certificate). NULL (raised) when the key type is not supported. */
+P11M_KEY *p11m_key_from_obj(P11M_PROV *prov, P11M_OBJ *obj);
+P11M_KEY *p11m_key_new(P11M_PROV *prov, enum p11m_key_type type);
+P11M_KEY *p11m_key_ref(P11M_KEY *key);
+void p11m_key_free(P11M_KEY *key);
+int p11m_key_is_private(const P11M_KEY *key);
+/* OpenSSL's name for the type ("RSA", "RSA-PSS", "EC", "ED25519", "ED448"). */
+const char *p11m_key_type_name(enum p11m_key_type type);
+/* The signature algorithm name our keymgmt hands OpenSSL: unique to this provider, so
+ * operations on keys that are not ours can never land here. */
+const char *p11m_key_sig_name(enum p11m_key_type type);
+/* Size in bytes of the largest signature the key makes. */
+size_t p11m_key_max_sig(const P11M_KEY *key);
+
+/* ---- dispatch tables (one file each) ---- */
+
+extern const OSSL_DISPATCH p11m_store_functions[];
+extern const OSSL_DISPATCH p11m_decoder_functions[];
+extern const OSSL_DISPATCH p11m_rsa_keymgmt_functions[];
+extern const OSSL_DISPATCH p11m_rsapss_keymgmt_functions[];
+extern const OSSL_DISPATCH p11m_ec_keymgmt_functions[];
+extern const OSSL_DISPATCH p11m_ed25519_keymgmt_functions[];
+extern const OSSL_DISPATCH p11m_ed448_keymgmt_functions[];
+extern const OSSL_DISPATCH p11m_rsa_signature_functions[];
+extern const OSSL_DISPATCH p11m_ecdsa_signature_functions[];
+extern const OSSL_DISPATCH p11m_eddsa_signature_functions[];
+extern const OSSL_DISPATCH p11m_text_encoder_functions[];
+
+#endif

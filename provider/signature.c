@@ -1,0 +1,695 @@
+/*
+ * signature.c - signatures on the token: RSA PKCS#1 v1.5, RSA-PSS, ECDSA and EdDSA.
+ *
+ * Each signature is one session checkout and one C_SignInit/C_Sign. With a digest, the
+ * message is kept (up to a bound) so the token's hash-and-sign mechanism can take it in
+ * one call where the token has one; otherwise (or for long messages) it is hashed in
+ * software alongside and the token signs the hash with the raw mechanism. Initialisation
+ * touches no token: libssl initialises a context per candidate signature algorithm.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/objects.h>
+#include <openssl/params.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include "provider.h"
+
+#define NOT_US       "provider!=" P11M_PROV_NAME
+#define MAX_ONE_SHOT 65536 /* beyond this, hash in software even if the token could */
+#define MAX_SIG      1024  /* RSA-8192 */
+
+typedef struct sig_ctx {
+    P11M_PROV *prov;
+    P11M_KEY *key;
+    EVP_MD *md; /* NULL: none chosen (EdDSA, or sign() over raw input) */
+    EVP_MD_CTX *mdctx;
+    unsigned char *msg; /* the message so far, while it fits MAX_ONE_SHOT */
+    size_t msg_len;
+    int msg_too_long;
+    int pad;     /* RSA_PKCS1_PADDING or RSA_PKCS1_PSS_PADDING */
+    int saltlen; /* RSA_PSS_SALTLEN_* or a length */
+    EVP_MD *mgf1_md;
+} SIG_CTX;
+
+/* Digest → PKCS#11 mechanisms. */
+static const struct md_mechs {
+    int nid;
+    CK_MECHANISM_TYPE hash, mgf, rsa_pkcs, rsa_pss, ecdsa;
+} md_table[] = {
+    {NID_sha1, CKM_SHA_1, CKG_MGF1_SHA1, CKM_SHA1_RSA_PKCS, CKM_SHA1_RSA_PKCS_PSS,
+     CKM_ECDSA_SHA1},
+    {NID_sha224, CKM_SHA224, CKG_MGF1_SHA224, CKM_SHA224_RSA_PKCS,
+     CKM_SHA224_RSA_PKCS_PSS, CKM_ECDSA_SHA224},
+    {NID_sha256, CKM_SHA256, CKG_MGF1_SHA256, CKM_SHA256_RSA_PKCS,
+     CKM_SHA256_RSA_PKCS_PSS, CKM_ECDSA_SHA256},
+    {NID_sha384, CKM_SHA384, CKG_MGF1_SHA384, CKM_SHA384_RSA_PKCS,
+     CKM_SHA384_RSA_PKCS_PSS, CKM_ECDSA_SHA384},
+    {NID_sha512, CKM_SHA512, CKG_MGF1_SHA512, CKM_SHA512_RSA_PKCS,
+     CKM_SHA512_RSA_PKCS_PSS, CKM_ECDSA_SHA512},
+};
+
+static const struct md_mechs *sig_md_mechs(const EVP_MD *md)
+{
+    int nid = md != NULL ? EVP_MD_get_type(md) : NID_undef;
+
+    for (size_t i = 0; i < sizeof(md_table) / sizeof(md_table[0]); i++)
+        if (md_table[i].nid == nid)
+            return &md_table[i];
+    return NULL;
+}
+
+/* ---- context life ---- */
+
+static void *sig_newctx(void *provctx, const char *propq)
+{
+    SIG_CTX *ctx = calloc(1, sizeof(*ctx));
+
+    (void) propq;
+    if (ctx == NULL)
+        return NULL;
+    ctx->prov = provctx;
+    ctx->pad = RSA_PKCS1_PADDING;
+    ctx->saltlen = RSA_PSS_SALTLEN_AUTO;
+    return ctx;
+}
+
+static void sig_reset_message(SIG_CTX *ctx)
+{
+    if (ctx->msg != NULL)
+        OPENSSL_clear_free(ctx->msg, ctx->msg_len);
+    ctx->msg = NULL;
+    ctx->msg_len = 0;
+    ctx->msg_too_long = 0;
+}
+
+static void sig_freectx(void *vctx)
+{
+    SIG_CTX *ctx = vctx;
+
+    if (ctx == NULL)
+        return;
+    sig_reset_message(ctx);
+    EVP_MD_CTX_free(ctx->mdctx);
+    EVP_MD_free(ctx->md);
+    EVP_MD_free(ctx->mgf1_md);
+    p11m_key_free(ctx->key);
+    free(ctx);
+}
+
+static void *sig_dupctx(void *vctx)
+{
+    SIG_CTX *src = vctx, *ctx = malloc(sizeof(*ctx));
+
+    if (ctx == NULL)
+        return NULL;
+    *ctx = *src;
+    ctx->mdctx = NULL;
+    ctx->msg = NULL;
+    if (ctx->key != NULL)
+        p11m_key_ref(ctx->key);
+    if ((ctx->md != NULL && !EVP_MD_up_ref(ctx->md)) ||
+        (ctx->mgf1_md != NULL && !EVP_MD_up_ref(ctx->mgf1_md)))
+        goto fail_refs;
+    if (src->mdctx != NULL && ((ctx->mdctx = EVP_MD_CTX_new()) == NULL ||
+                               !EVP_MD_CTX_copy_ex(ctx->mdctx, src->mdctx)))
+        goto fail;
+    if (src->msg != NULL && (ctx->msg = OPENSSL_memdup(src->msg, src->msg_len)) == NULL)
+        goto fail;
+    return ctx;
+fail_refs:
+    ctx->md = ctx->mgf1_md = NULL; /* refs not all taken: leak nothing, free nothing */
+fail:
+    sig_freectx(ctx);
+    return NULL;
+}
+
+static int sig_set_md(SIG_CTX *ctx, const char *mdname)
+{
+    EVP_MD *md;
+
+    if (mdname == NULL || *mdname == '\0')
+        return 1;
+    md = EVP_MD_fetch(ctx->prov->libctx, mdname, NOT_US);
+    if (md == NULL || sig_md_mechs(md) == NULL) {
+        EVP_MD_free(md);
+        p11m_prov_raise(ctx->prov, P11M_R_UNSUPPORTED, "digest %s is not supported",
+                        mdname);
+        return 0;
+    }
+    EVP_MD_free(ctx->md);
+    ctx->md = md;
+    return 1;
+}
+
+static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[]);
+
+static int sig_init(SIG_CTX *ctx, void *keydata, const char *mdname,
+                    const OSSL_PARAM params[])
+{
+    P11M_KEY *key = keydata;
+
+    if (key != NULL) {
+        if (!p11m_key_is_private(key)) {
+            p11m_prov_raise(ctx->prov, P11M_R_NO_OBJECT,
+                            "signing needs a private key on the token");
+            return 0;
+        }
+        p11m_key_free(ctx->key);
+        ctx->key = p11m_key_ref(key);
+    }
+    if (ctx->key == NULL)
+        return 0;
+    sig_reset_message(ctx);
+    EVP_MD_CTX_free(ctx->mdctx);
+    ctx->mdctx = NULL;
+    if (ctx->key->type == P11M_KEY_RSA_PSS)
+        ctx->pad = RSA_PKCS1_PSS_PADDING;
+    return sig_set_md(ctx, mdname) && sig_set_ctx_params(ctx, params);
+}
+
+static int sig_sign_init(void *vctx, void *keydata, const OSSL_PARAM params[])
+{
+    return sig_init(vctx, keydata, NULL, params);
+}
+
+/* ---- mechanism choice and the token call ---- */
+
+static P11M_TOKEN *sig_token(const SIG_CTX *ctx)
+{
+    return p11m_obj_token(ctx->key->obj);
+}
+
+static int sig_saltlen(const SIG_CTX *ctx, CK_ULONG *out)
+{
+    int hlen = EVP_MD_get_size(ctx->md);
+    int emlen = (EVP_PKEY_get_bits(ctx->key->pub) - 1 + 7) / 8;
+
+    switch (ctx->saltlen) {
+    case RSA_PSS_SALTLEN_DIGEST:
+        *out = (CK_ULONG) hlen;
+        return 1;
+    case RSA_PSS_SALTLEN_AUTO:
+    case RSA_PSS_SALTLEN_MAX:
+        if (emlen - hlen - 2 < 0)
+            return 0;
+        *out = (CK_ULONG) (emlen - hlen - 2);
+        return 1;
+    default:
+        if (ctx->saltlen < 0 || ctx->saltlen > emlen - hlen - 2)
+            return 0;
+        *out = (CK_ULONG) ctx->saltlen;
+        return 1;
+    }
+}
+
+static int sig_pss_params(SIG_CTX *ctx, CK_RSA_PKCS_PSS_PARAMS *pss)
+{
+    const struct md_mechs *m = sig_md_mechs(ctx->md);
+    const struct md_mechs *mgf =
+        sig_md_mechs(ctx->mgf1_md != NULL ? ctx->mgf1_md : ctx->md);
+
+    if (m == NULL || mgf == NULL) {
+        p11m_prov_raise(ctx->prov, P11M_R_UNSUPPORTED,
+                        "RSA-PSS needs a SHA-1/SHA-2 digest");
+        return 0;
+    }
+    pss->hashAlg = m->hash;
+    pss->mgf = mgf->mgf;
+    if (!sig_saltlen(ctx, &pss->sLen)) {
+        p11m_prov_raise(ctx->prov, P11M_R_UNSUPPORTED,
+                        "RSA-PSS salt length %d is invalid", ctx->saltlen);
+        return 0;
+    }
+    return 1;
+}
+
+/* The raw (hash already computed) mechanism and the combined one for this context. */
+static void sig_mechs(const SIG_CTX *ctx, CK_MECHANISM_TYPE *raw,
+                      CK_MECHANISM_TYPE *combined)
+{
+    const struct md_mechs *m = sig_md_mechs(ctx->md);
+
+    *combined = CKM_VENDOR_DEFINED; /* none */
+    switch (ctx->key->type) {
+    case P11M_KEY_RSA:
+    case P11M_KEY_RSA_PSS:
+        if (ctx->pad == RSA_PKCS1_PSS_PADDING) {
+            *raw = CKM_RSA_PKCS_PSS;
+            if (m != NULL)
+                *combined = m->rsa_pss;
+        } else {
+            *raw = CKM_RSA_PKCS;
+            if (m != NULL)
+                *combined = m->rsa_pkcs;
+        }
+        break;
+    case P11M_KEY_EC:
+        *raw = CKM_ECDSA;
+        if (m != NULL)
+            *combined = m->ecdsa;
+        break;
+    default:
+        *raw = CKM_EDDSA;
+        break;
+    }
+}
+
+static const char *sig_scheme_name(const SIG_CTX *ctx)
+{
+    if (ctx->key->type == P11M_KEY_EC)
+        return "ECDSA";
+    if (ctx->key->type >= P11M_KEY_ED25519)
+        return "EdDSA";
+    return ctx->pad == RSA_PKCS1_PSS_PADDING ? "RSA-PSS" : "RSA PKCS#1 v1.5";
+}
+
+/* Checked at init and when padding changes: a scheme the token can't do fails early. */
+static int sig_check_possible(SIG_CTX *ctx)
+{
+    CK_MECHANISM_TYPE raw, combined;
+    P11M_TOKEN *tok = sig_token(ctx);
+    char label[40];
+
+    sig_mechs(ctx, &raw, &combined);
+    if (p11m_token_has_mech(tok, raw) ||
+        (combined != CKM_VENDOR_DEFINED && p11m_token_has_mech(tok, combined)))
+        return 1;
+    p11m_prov_raise(ctx->prov, P11M_R_MECHANISM,
+                    "token '%s' cannot sign %s (neither mechanism 0x%lx nor 0x%lx)",
+                    p11m_token_label(tok, label, sizeof(label)), sig_scheme_name(ctx),
+                    (unsigned long) raw, (unsigned long) combined);
+    return 0;
+}
+
+/* DER DigestInfo for PKCS#1 v1.5 over a raw mechanism, built with OpenSSL's ASN.1. */
+static int sig_digest_info(const EVP_MD *md, const unsigned char *h, size_t hlen,
+                           unsigned char **out, size_t *outlen)
+{
+    X509_SIG *sig = X509_SIG_new();
+    X509_ALGOR *alg;
+    ASN1_OCTET_STRING *digest;
+    int len = -1;
+
+    *out = NULL;
+    if (sig == NULL)
+        return 0;
+    X509_SIG_getm(sig, &alg, &digest);
+    if (X509_ALGOR_set0(alg, OBJ_nid2obj(EVP_MD_get_type(md)), V_ASN1_NULL, NULL) &&
+        ASN1_OCTET_STRING_set(digest, h, (int) hlen))
+        len = i2d_X509_SIG(sig, out);
+    X509_SIG_free(sig);
+    if (len <= 0)
+        return 0;
+    *outlen = (size_t) len;
+    return 1;
+}
+
+/* ECDSA: the token's r||s becomes the DER SEQUENCE OpenSSL and TLS expect. */
+static int sig_ecdsa_to_der(unsigned char *sig, size_t *siglen, size_t sigsize)
+{
+    ECDSA_SIG *es = ECDSA_SIG_new();
+    size_t half = *siglen / 2;
+    BIGNUM *r = BN_bin2bn(sig, (int) half, NULL);
+    BIGNUM *s = BN_bin2bn(sig + half, (int) half, NULL);
+    unsigned char *der = NULL;
+    int len = -1;
+
+    if (es != NULL && r != NULL && s != NULL && (*siglen % 2) == 0 &&
+        ECDSA_SIG_set0(es, r, s)) {
+        r = s = NULL;
+        len = i2d_ECDSA_SIG(es, &der);
+    }
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(es);
+    if (len <= 0 || (size_t) len > sigsize) {
+        OPENSSL_free(der);
+        return 0;
+    }
+    memcpy(sig, der, (size_t) len);
+    *siglen = (size_t) len;
+    OPENSSL_free(der);
+    return 1;
+}
+
+static int sig_token_sign(SIG_CTX *ctx, CK_MECHANISM_TYPE mtype, const unsigned char *in,
+                          size_t inlen, unsigned char *sig, size_t *siglen,
+                          size_t sigsize)
+{
+    CK_RSA_PKCS_PSS_PARAMS pss;
+    CK_MECHANISM mech = {mtype, NULL, 0};
+    unsigned char buf[MAX_SIG];
+    size_t len = sizeof(buf);
+
+    if (ctx->pad == RSA_PKCS1_PSS_PADDING && ctx->key->type <= P11M_KEY_RSA_PSS) {
+        if (!sig_pss_params(ctx, &pss))
+            return 0;
+        mech.pParameter = &pss;
+        mech.ulParameterLen = sizeof(pss);
+    }
+    if (p11m_sign(ctx->key->obj, &mech, in, inlen, buf, &len) != CKR_OK)
+        return 0;
+    if (ctx->key->type == P11M_KEY_EC) {
+        if (!sig_ecdsa_to_der(buf, &len, sizeof(buf)))
+            return 0;
+    }
+    if (len > sigsize) {
+        p11m_prov_raise(ctx->prov, P11M_R_INTERNAL, "signature buffer too small");
+        return 0;
+    }
+    memcpy(sig, buf, len);
+    *siglen = len;
+    return 1;
+}
+
+/* Signs a hash already computed (EVP_PKEY_sign, or the end of a digest-sign). */
+static int sig_sign_hash(SIG_CTX *ctx, unsigned char *sig, size_t *siglen, size_t sigsize,
+                         const unsigned char *h, size_t hlen)
+{
+    CK_MECHANISM_TYPE raw, combined;
+    unsigned char *di = NULL;
+    size_t dilen;
+    int ok;
+
+    sig_mechs(ctx, &raw, &combined);
+    if (!p11m_token_has_mech(sig_token(ctx), raw)) {
+        p11m_prov_raise(ctx->prov, P11M_R_MECHANISM,
+                        "token has no raw %s mechanism (0x%lx) to sign a prepared hash",
+                        sig_scheme_name(ctx), (unsigned long) raw);
+        return 0;
+    }
+    if (raw == CKM_RSA_PKCS && ctx->md != NULL) {
+        if (!sig_digest_info(ctx->md, h, hlen, &di, &dilen))
+            return 0;
+        ok = sig_token_sign(ctx, raw, di, dilen, sig, siglen, sigsize);
+        OPENSSL_free(di);
+        return ok;
+    }
+    return sig_token_sign(ctx, raw, h, hlen, sig, siglen, sigsize);
+}
+
+static int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize,
+                    const unsigned char *tbs, size_t tbslen)
+{
+    SIG_CTX *ctx = vctx;
+
+    *siglen = p11m_key_max_sig(ctx->key);
+    if (sig == NULL)
+        return 1;
+    if (ctx->md != NULL && tbslen != (size_t) EVP_MD_get_size(ctx->md)) {
+        p11m_prov_raise(ctx->prov, P11M_R_INTERNAL, "input is not a %s hash",
+                        EVP_MD_get0_name(ctx->md));
+        return 0;
+    }
+    return sig_check_possible(ctx) &&
+           sig_sign_hash(ctx, sig, siglen, sigsize, tbs, tbslen);
+}
+
+/* ---- digest-sign ---- */
+
+static int sig_digest_sign_init(void *vctx, const char *mdname, void *keydata,
+                                const OSSL_PARAM params[])
+{
+    SIG_CTX *ctx = vctx;
+
+    if (!sig_init(ctx, keydata, mdname, params))
+        return 0;
+    if (ctx->key->type >= P11M_KEY_ED25519) {
+        if (ctx->md != NULL) {
+            p11m_prov_raise(ctx->prov, P11M_R_UNSUPPORTED, "EdDSA takes no digest");
+            return 0;
+        }
+        return sig_check_possible(ctx);
+    }
+    if (ctx->md == NULL && !sig_set_md(ctx, "SHA256"))
+        return 0;
+    ctx->mdctx = EVP_MD_CTX_new();
+    if (ctx->mdctx == NULL || !EVP_DigestInit_ex2(ctx->mdctx, ctx->md, NULL))
+        return 0;
+    return sig_check_possible(ctx);
+}
+
+static int sig_digest_sign_update(void *vctx, const unsigned char *data, size_t datalen)
+{
+    SIG_CTX *ctx = vctx;
+    unsigned char *m;
+
+    if (ctx->mdctx == NULL || !EVP_DigestUpdate(ctx->mdctx, data, datalen))
+        return 0;
+    if (ctx->msg_too_long)
+        return 1;
+    if (datalen > MAX_ONE_SHOT - ctx->msg_len) {
+        sig_reset_message(ctx);
+        ctx->msg_too_long = 1;
+        return 1;
+    }
+    if ((m = OPENSSL_realloc(ctx->msg, ctx->msg_len + datalen + 1)) == NULL)
+        return 0;
+    memcpy(m + ctx->msg_len, data, datalen);
+    ctx->msg = m;
+    ctx->msg_len += datalen;
+    return 1;
+}
+
+static int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen,
+                                 size_t sigsize)
+{
+    SIG_CTX *ctx = vctx;
+    CK_MECHANISM_TYPE raw, combined;
+    unsigned char h[EVP_MAX_MD_SIZE];
+    unsigned int hlen;
+
+    *siglen = p11m_key_max_sig(ctx->key);
+    if (sig == NULL)
+        return 1;
+    if (ctx->mdctx == NULL)
+        return 0;
+    sig_mechs(ctx, &raw, &combined);
+    if (!ctx->msg_too_long && combined != CKM_VENDOR_DEFINED &&
+        p11m_token_has_mech(sig_token(ctx), combined))
+        return sig_token_sign(ctx, combined, ctx->msg != NULL ? ctx->msg : h,
+                              ctx->msg_len, sig, siglen, sigsize);
+    if (!EVP_DigestFinal_ex(ctx->mdctx, h, &hlen))
+        return 0;
+    return sig_sign_hash(ctx, sig, siglen, sigsize, h, hlen);
+}
+
+static int sig_digest_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsize,
+                           const unsigned char *tbs, size_t tbslen)
+{
+    SIG_CTX *ctx = vctx;
+
+    *siglen = p11m_key_max_sig(ctx->key);
+    if (sig == NULL)
+        return 1;
+    if (ctx->key->type >= P11M_KEY_ED25519)
+        return sig_token_sign(ctx, CKM_EDDSA, tbs, tbslen, sig, siglen, sigsize);
+    return sig_digest_sign_update(ctx, tbs, tbslen) &&
+           sig_digest_sign_final(ctx, sig, siglen, sigsize);
+}
+
+/* ---- parameters ---- */
+
+static int sig_algorithm_id(const SIG_CTX *ctx, unsigned char **der)
+{
+    X509_ALGOR *alg = X509_ALGOR_new();
+    int sig_nid = NID_undef,
+        md_nid = ctx->md != NULL ? EVP_MD_get_type(ctx->md) : NID_undef;
+    int ptype = V_ASN1_UNDEF, len = -1;
+
+    switch (ctx->key->type) {
+    case P11M_KEY_ED25519:
+        sig_nid = NID_ED25519;
+        break;
+    case P11M_KEY_ED448:
+        sig_nid = NID_ED448;
+        break;
+    case P11M_KEY_EC:
+        OBJ_find_sigid_by_algs(&sig_nid, md_nid, NID_X9_62_id_ecPublicKey);
+        break;
+    default:
+        if (ctx->pad == RSA_PKCS1_PADDING) {
+            OBJ_find_sigid_by_algs(&sig_nid, md_nid, NID_rsaEncryption);
+            ptype = V_ASN1_NULL;
+        }
+        break; /* PSS identifiers carry parameters: not offered (no AlgorithmIdentifier)
+                */
+    }
+    if (alg != NULL && sig_nid != NID_undef &&
+        X509_ALGOR_set0(alg, OBJ_nid2obj(sig_nid), ptype, NULL))
+        len = i2d_X509_ALGOR(alg, der);
+    X509_ALGOR_free(alg);
+    return len;
+}
+
+static int sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
+{
+    SIG_CTX *ctx = vctx;
+    OSSL_PARAM *p;
+
+    if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_ALGORITHM_ID)) != NULL &&
+        ctx->key != NULL) {
+        unsigned char *der = NULL;
+        int len = sig_algorithm_id(ctx, &der);
+        int ok = len > 0 && OSSL_PARAM_set_octet_string(p, der, (size_t) len);
+
+        OPENSSL_free(der);
+        if (!ok)
+            return 0;
+    }
+    if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_DIGEST)) != NULL &&
+        !OSSL_PARAM_set_utf8_string(p, ctx->md != NULL ? EVP_MD_get0_name(ctx->md) : ""))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_PAD_MODE)) != NULL &&
+        !OSSL_PARAM_set_int(p, ctx->pad))
+        return 0;
+    if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN)) != NULL &&
+        !OSSL_PARAM_set_int(p, ctx->saltlen))
+        return 0;
+    return 1;
+}
+
+static const OSSL_PARAM *sig_gettable_ctx_params(void *vctx, void *provctx)
+{
+    static const OSSL_PARAM gettable[] = {
+        OSSL_PARAM_octet_string(OSSL_SIGNATURE_PARAM_ALGORITHM_ID, NULL, 0),
+        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
+        OSSL_PARAM_int(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL),
+        OSSL_PARAM_int(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL),
+        OSSL_PARAM_END,
+    };
+
+    (void) vctx;
+    (void) provctx;
+    return gettable;
+}
+
+static int sig_param_pad(const OSSL_PARAM *p, int *pad)
+{
+    const char *s;
+
+    if (p->data_type == OSSL_PARAM_INTEGER)
+        return OSSL_PARAM_get_int(p, pad);
+    if (!OSSL_PARAM_get_utf8_string_ptr(p, &s))
+        return 0;
+    if (strcmp(s, OSSL_PKEY_RSA_PAD_MODE_PKCSV15) == 0)
+        *pad = RSA_PKCS1_PADDING;
+    else if (strcmp(s, OSSL_PKEY_RSA_PAD_MODE_PSS) == 0)
+        *pad = RSA_PKCS1_PSS_PADDING;
+    else
+        *pad = -1;
+    return 1;
+}
+
+static int sig_param_saltlen(const OSSL_PARAM *p, int *saltlen)
+{
+    const char *s;
+
+    if (p->data_type == OSSL_PARAM_INTEGER)
+        return OSSL_PARAM_get_int(p, saltlen);
+    if (!OSSL_PARAM_get_utf8_string_ptr(p, &s))
+        return 0;
+    if (strcmp(s, OSSL_PKEY_RSA_PSS_SALT_LEN_DIGEST) == 0)
+        *saltlen = RSA_PSS_SALTLEN_DIGEST;
+    else if (strcmp(s, OSSL_PKEY_RSA_PSS_SALT_LEN_MAX) == 0)
+        *saltlen = RSA_PSS_SALTLEN_MAX;
+    else if (strcmp(s, OSSL_PKEY_RSA_PSS_SALT_LEN_AUTO) == 0)
+        *saltlen = RSA_PSS_SALTLEN_AUTO;
+    else
+        *saltlen = atoi(s);
+    return 1;
+}
+
+static int sig_set_pad(SIG_CTX *ctx, int pad)
+{
+    int is_rsa = ctx->key != NULL && ctx->key->type <= P11M_KEY_RSA_PSS;
+
+    if (!is_rsa || (pad != RSA_PKCS1_PADDING && pad != RSA_PKCS1_PSS_PADDING) ||
+        (pad == RSA_PKCS1_PADDING && ctx->key->type == P11M_KEY_RSA_PSS)) {
+        p11m_prov_raise(ctx->prov, P11M_R_UNSUPPORTED,
+                        "padding mode %d is not supported for this key", pad);
+        return 0;
+    }
+    ctx->pad = pad;
+    return sig_check_possible(ctx);
+}
+
+static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
+{
+    SIG_CTX *ctx = vctx;
+    const OSSL_PARAM *p;
+    const char *s;
+    int v;
+
+    if (params == NULL)
+        return 1;
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_DIGEST)) != NULL &&
+        (!OSSL_PARAM_get_utf8_string_ptr(p, &s) || !sig_set_md(ctx, s)))
+        return 0;
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PAD_MODE)) != NULL &&
+        (!sig_param_pad(p, &v) || !sig_set_pad(ctx, v)))
+        return 0;
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN)) != NULL &&
+        !sig_param_saltlen(p, &ctx->saltlen))
+        return 0;
+    if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_MGF1_DIGEST)) != NULL) {
+        EVP_MD *md;
+
+        if (!OSSL_PARAM_get_utf8_string_ptr(p, &s) ||
+            (md = EVP_MD_fetch(ctx->prov->libctx, s, NOT_US)) == NULL)
+            return 0;
+        EVP_MD_free(ctx->mgf1_md);
+        ctx->mgf1_md = md;
+    }
+    return 1;
+}
+
+static const OSSL_PARAM *sig_settable_ctx_params(void *vctx, void *provctx)
+{
+    static const OSSL_PARAM settable[] = {
+        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
+        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
+        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
+        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0),
+        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0),
+        OSSL_PARAM_END,
+    };
+
+    (void) vctx;
+    (void) provctx;
+    return settable;
+}
+
+#define SIG_COMMON                                                                       \
+    {OSSL_FUNC_SIGNATURE_NEWCTX, (void (*)(void)) sig_newctx},                           \
+        {OSSL_FUNC_SIGNATURE_FREECTX, (void (*)(void)) sig_freectx},                     \
+        {OSSL_FUNC_SIGNATURE_DUPCTX, (void (*)(void)) sig_dupctx},                       \
+        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, (void (*)(void)) sig_digest_sign_init},   \
+        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN, (void (*)(void)) sig_digest_sign},             \
+        {OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, (void (*)(void)) sig_get_ctx_params},       \
+        {OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS,                                        \
+         (void (*)(void)) sig_gettable_ctx_params},                                      \
+        {OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, (void (*)(void)) sig_set_ctx_params},       \
+    {                                                                                    \
+        OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS,                                         \
+            (void (*)(void)) sig_settable_ctx_params                                     \
+    }
+
+#define SIG_HASHED                                                                       \
+    {OSSL_FUNC_SIGNATURE_SIGN_INIT, (void (*)(void)) sig_sign_init},                     \
+        {OSSL_FUNC_SIGNATURE_SIGN, (void (*)(void)) sig_sign},                           \
+        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE,                                         \
+         (void (*)(void)) sig_digest_sign_update},                                       \
+    {                                                                                    \
+        OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, (void (*)(void)) sig_digest_sign_final    \
+    }
+
+const OSSL_DISPATCH p11m_rsa_signature_functions[] = {SIG_COMMON, SIG_HASHED, {0, NULL}};
+const OSSL_DISPATCH p11m_ecdsa_signature_functions[] = {
+    SIG_COMMON, SIG_HASHED, {0, NULL}};
+const OSSL_DISPATCH p11m_eddsa_signature_functions[] = {SIG_COMMON, {0, NULL}};
