@@ -122,18 +122,24 @@ void shim_dest_format(const struct shim_dest *d, char *buf, size_t len)
         snprintf(buf, len, "%s", what);
 }
 
-static bool rules_parse_port(const char *s, int *port)
+/* A decimal number in [min, max] and nothing else. */
+static bool rules_parse_number(const char *s, long min, long max, int *out)
 {
     char *end;
     long v;
 
-    if (!isdigit((unsigned char) *s))
+    if (!isdigit((unsigned char) *s) || strlen(s) > 5)
         return false;
     v = strtol(s, &end, 10);
-    if (*end != '\0' || v < 1 || v > 65535)
+    if (*end != '\0' || v < min || v > max)
         return false;
-    *port = (int) v;
+    *out = (int) v;
     return true;
+}
+
+static bool rules_parse_port(const char *s, int *port)
+{
+    return rules_parse_number(s, 1, 65535, port);
 }
 
 /* Split "host", "host:port", "[v6]:port" or a bare IPv6 into host and port. */
@@ -187,17 +193,17 @@ static bool rules_parse_cidr(char *host, struct shim_pattern *p, char *why, size
     p->prefix = max;
     if (slash == NULL)
         return true;
-    if (!isdigit((unsigned char) slash[1]) || strlen(slash + 1) > 3 ||
-        atoi(slash + 1) > max) {
+    if (!rules_parse_number(slash + 1, 0, max, &p->prefix)) {
         shim_fmt(why, len, "prefix length must be 0..%d", max);
         return false;
     }
-    p->prefix = atoi(slash + 1);
     return true;
 }
 
 static bool rules_parse_host(char *host, struct shim_pattern *p, char *why, size_t len)
 {
+    bool has_separator = strchr(host, ':') != NULL || strchr(host, '/') != NULL;
+
     if (strcmp(host, "*") == 0) {
         p->kind = SHIM_PAT_ANY;
         return true;
@@ -215,16 +221,17 @@ static bool rules_parse_host(char *host, struct shim_pattern *p, char *why, size
         shim_fmt(why, len, "'*' is allowed only as \"*\" or a leading \"*.\"");
         return false;
     }
-    if (strchr(host, ':') != NULL || strchr(host, '/') != NULL ||
-        isdigit((unsigned char) host[0])) {
+    if (has_separator || isdigit((unsigned char) host[0])) {
         struct shim_pattern ip = *p;
+        char copy[PATTERN_MAX];
 
-        if (rules_parse_cidr(host, &ip, why, len)) {
+        snprintf(copy, sizeof(copy), "%s", host);
+        if (rules_parse_cidr(copy, &ip, why, len)) {
             ip.kind = SHIM_PAT_IP;
             *p = ip;
             return true;
         }
-        if (strchr(host, ':') != NULL || strchr(host, '/') != NULL)
+        if (has_separator) /* no host name has ':' or '/' */
             return false;
     }
     p->kind = SHIM_PAT_HOST;
