@@ -609,17 +609,17 @@ OSSL_LIB_CTX *tool_libctx(const char *provider_path)
     return lc;
 }
 
-/* Appends "pin-source=<value>" to the URI's query, percent-encoding the value. */
-static char *uri_with_pin_source(const char *uri, const char *src)
+/* Appends "&name=<value>" (or "?...") to a URI's query, percent-encoding the value. */
+static char *uri_add_query(const char *uri, const char *name, const char *value)
 {
-    size_t len = strlen(uri), cap = len + 3 * strlen(src) + 16;
+    size_t cap = strlen(uri) + strlen(name) + 3 * strlen(value) + 4;
     char *out = malloc(cap), *p;
 
     if (out == NULL)
         return NULL;
-    p = out + snprintf(out, cap, "%s%cpin-source=", uri, strchr(uri, '?') ? '&' : '?');
-    for (; *src != '\0'; src++) {
-        unsigned char c = (unsigned char) *src;
+    p = out + snprintf(out, cap, "%s%c%s=", uri, strchr(uri, '?') ? '&' : '?', name);
+    for (; *value != '\0'; value++) {
+        unsigned char c = (unsigned char) *value;
 
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
             strchr("-._~/:", c) != NULL)
@@ -631,9 +631,29 @@ static char *uri_with_pin_source(const char *uri, const char *src)
     return out;
 }
 
-EVP_PKEY *tool_load_key(OSSL_LIB_CTX *lc, const char *uri, const char *pin_source)
+/* uri with pin-source= and module-path= added where given and not there yet. */
+static char *uri_for_provider(const char *uri, const char *pin_source, const char *module)
 {
-    char *full = pin_source != NULL ? uri_with_pin_source(uri, pin_source) : strdup(uri);
+    char *s = strdup(uri), *t;
+
+    if (s != NULL && pin_source != NULL && strstr(s, "pin-source=") == NULL) {
+        t = uri_add_query(s, "pin-source", pin_source);
+        free(s);
+        s = t;
+    }
+    if (s != NULL && module != NULL && strstr(s, "module-path=") == NULL &&
+        strstr(s, "module-name=") == NULL) {
+        t = uri_add_query(s, "module-path", module);
+        free(s);
+        s = t;
+    }
+    return s;
+}
+
+EVP_PKEY *tool_load_key(OSSL_LIB_CTX *lc, const char *uri, const char *pin_source,
+                        const char *module)
+{
+    char *full = uri_for_provider(uri, pin_source, module);
     const UI_METHOD *ui = isatty(STDIN_FILENO) ? UI_OpenSSL() : NULL;
     OSSL_STORE_CTX *st = NULL;
     EVP_PKEY *pkey = NULL;

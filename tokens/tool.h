@@ -106,10 +106,12 @@ const char *tool_provider_path(const char *opt);
 /* A private library context with the p11mtls provider and default. NULL (printed). */
 OSSL_LIB_CTX *tool_libctx(const char *provider_path);
 /*
- * The private key uri names, loaded through the provider in lc. pin_source (may be NULL)
- * is added to the URI query; a terminal prompt is offered through OpenSSL's UI otherwise.
+ * The private key uri names, loaded through the provider in lc. pin_source and module
+ * (may be NULL) go into the URI query (the provider takes no parameters when loaded by
+ * path); a terminal prompt is offered through OpenSSL's UI otherwise.
  */
-EVP_PKEY *tool_load_key(OSSL_LIB_CTX *lc, const char *uri, const char *pin_source);
+EVP_PKEY *tool_load_key(OSSL_LIB_CTX *lc, const char *uri, const char *pin_source,
+                        const char *module);
 
 /* ---- files (tool.c) ---- */
 
