@@ -60,15 +60,71 @@ static P11M_KEY *dec_load(P11M_PROV *prov, const char *uri_string)
     return key;
 }
 
-static int dec_decode(void *vctx, OSSL_CORE_BIO *cin, int selection,
-                      OSSL_CALLBACK *data_cb, void *data_cbarg,
-                      OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+/*
+ * Stage 1, PEM to DER (it replaces OpenSSL's pem2der for this one label): the DER goes
+ * on tagged with the structure name stage 2 takes. Handing out a key reference here
+ * would be wrong: through OpenSSL's file store it would reach another provider's keymgmt.
+ */
+static int dec_pem_decode(void *vctx, OSSL_CORE_BIO *cin, int selection,
+                          OSSL_CALLBACK *data_cb, void *data_cbarg,
+                          OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
     P11M_PROV *prov = vctx;
     BIO *in = BIO_new_from_core_bio(prov->libctx, cin);
-    char *name = NULL, *header = NULL, *uri = NULL;
+    char *name = NULL, *header = NULL;
     unsigned char *der = NULL;
     long len = 0;
+    int ok = 1, type = OSSL_OBJECT_PKEY;
+    OSSL_PARAM params[4];
+
+    (void) selection;
+    (void) pw_cb;
+    (void) pw_cbarg;
+    if (in == NULL)
+        return 0;
+    ERR_set_mark();
+    if (PEM_read_bio(in, &name, &header, &der, &len) <= 0 ||
+        strcmp(name, P11M_PEMURI_LABEL) != 0) {
+        ERR_pop_to_mark(); /* not ours: quietly let the next decoder try */
+        goto done;
+    }
+    ERR_clear_last_mark();
+    params[0] = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &type);
+    params[1] =
+        OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, der, (size_t) len);
+    params[2] = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_STRUCTURE,
+                                                 P11M_PEMURI_STRUCTURE, 0);
+    params[3] = OSSL_PARAM_construct_end();
+    ok = data_cb(params, data_cbarg);
+done:
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(der);
+    BIO_free(in);
+    return ok;
+}
+
+/* Reads the whole (small) DER input. */
+static long dec_read_all(BIO *in, unsigned char *buf, size_t cap)
+{
+    size_t n = 0;
+    int r;
+
+    while (n < cap && (r = BIO_read(in, buf + n, (int) (cap - n))) > 0)
+        n += (size_t) r;
+    return n < cap ? (long) n : -1;
+}
+
+/* Stage 2, DER of the URI wrapper to a key reference for our keymgmt. */
+static int dec_der_decode(void *vctx, OSSL_CORE_BIO *cin, int selection,
+                          OSSL_CALLBACK *data_cb, void *data_cbarg,
+                          OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+{
+    P11M_PROV *prov = vctx;
+    BIO *in = BIO_new_from_core_bio(prov->libctx, cin);
+    unsigned char der[8192];
+    char *uri = NULL;
+    long len;
     P11M_KEY *key = NULL;
     int ok = 1, type = OSSL_OBJECT_PKEY;
     OSSL_PARAM params[4];
@@ -77,20 +133,11 @@ static int dec_decode(void *vctx, OSSL_CORE_BIO *cin, int selection,
     (void) pw_cbarg;
     if (in == NULL)
         return 0;
-    if (!(selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) && selection != 0)
+    if (selection != 0 && !(selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY))
         goto done; /* only private keys are wrapped this way */
-    ERR_set_mark();
-    if (PEM_read_bio(in, &name, &header, &der, &len) <= 0 ||
-        strcmp(name, P11M_PEMURI_LABEL) != 0) {
-        ERR_pop_to_mark(); /* not ours: quietly let the next decoder try */
-        goto done;
-    }
-    ERR_clear_last_mark();
-    if (!p11m_pemuri_parse(der, len, &uri)) {
-        p11m_prov_raise(prov, P11M_R_BAD_URI, "malformed %s file", P11M_PEMURI_LABEL);
-        ok = 0;
-        goto done;
-    }
+    len = dec_read_all(in, der, sizeof(der));
+    if (len <= 0 || !p11m_pemuri_parse(der, len, &uri))
+        goto done; /* not a URI wrapper: not ours */
     if ((key = dec_load(prov, uri)) == NULL) {
         ok = 0;
         goto done;
@@ -105,16 +152,20 @@ static int dec_decode(void *vctx, OSSL_CORE_BIO *cin, int selection,
 done:
     p11m_key_free(key);
     free(uri);
-    OPENSSL_free(name);
-    OPENSSL_free(header);
-    OPENSSL_free(der);
     BIO_free(in);
     return ok;
 }
 
-const OSSL_DISPATCH p11m_decoder_functions[] = {
+const OSSL_DISPATCH p11m_pem_decoder_functions[] = {
     {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void)) dec_newctx},
     {OSSL_FUNC_DECODER_FREECTX, (void (*)(void)) dec_freectx},
-    {OSSL_FUNC_DECODER_DECODE, (void (*)(void)) dec_decode},
+    {OSSL_FUNC_DECODER_DECODE, (void (*)(void)) dec_pem_decode},
+    {0, NULL},
+};
+
+const OSSL_DISPATCH p11m_der_decoder_functions[] = {
+    {OSSL_FUNC_DECODER_NEWCTX, (void (*)(void)) dec_newctx},
+    {OSSL_FUNC_DECODER_FREECTX, (void (*)(void)) dec_freectx},
+    {OSSL_FUNC_DECODER_DECODE, (void (*)(void)) dec_der_decode},
     {0, NULL},
 };

@@ -9,6 +9,8 @@
 #include <openssl/bio.h>
 
 #define P11M_PEMURI_LABEL "PKCS#11 PROVIDER URI"
+/* The DER structure name that links the two decoder stages. */
+#define P11M_PEMURI_STRUCTURE "pkcs11-uri"
 
 /* Writes uri as a PEM-URI file to out. 1 on success. */
 int p11m_pemuri_write(BIO *out, const char *uri);

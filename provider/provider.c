@@ -17,6 +17,7 @@
 #include <openssl/proverr.h>
 
 #include "p11m_config.h"
+#include "pemuri.h"
 #include "provider.h"
 
 /* ---- errors through the core ---- */
@@ -200,15 +201,27 @@ static const OSSL_ALGORITHM prov_signature[] = {
     {NULL, NULL, NULL, NULL},
 };
 
+/* One entry per key type: a name list in one entry would make the names aliases. */
+#define PER_KEY_TYPE(props, fns, desc)                                                   \
+    {"RSA", props, fns, desc}, {"RSA-PSS", props, fns, desc}, {"EC", props, fns, desc},  \
+        {"ED25519", props, fns, desc},                                                   \
+    {                                                                                    \
+        "ED448", props, fns, desc                                                        \
+    }
+
+/* Named for what it replaces in OpenSSL's chain (PEM to DER): decoders are linked by
+ * name, and the key reference it yields goes straight to the key constructor. */
 static const OSSL_ALGORITHM prov_decoder[] = {
-    {"RSA:EC:ED25519:ED448", P11M_PROP ",input=pem", p11m_decoder_functions,
+    {"DER", P11M_PROP ",input=pem", p11m_pem_decoder_functions,
      "PEM file wrapping a pkcs11: URI"},
+    PER_KEY_TYPE(P11M_PROP ",input=der,structure=" P11M_PEMURI_STRUCTURE,
+                 p11m_der_decoder_functions, "DER wrapping a pkcs11: URI"),
     {NULL, NULL, NULL, NULL},
 };
 
 static const OSSL_ALGORITHM prov_encoder[] = {
-    {"RSA:RSA-PSS:EC:ED25519:ED448", P11M_PROP ",output=text",
-     p11m_text_encoder_functions, "token keys as text, with their URI"},
+    PER_KEY_TYPE(P11M_PROP ",output=text", p11m_text_encoder_functions,
+                 "token keys as text, with their URI"),
     {NULL, NULL, NULL, NULL},
 };
 

@@ -17,7 +17,7 @@
 typedef struct p11m_prov {
     const OSSL_CORE_HANDLE *handle;
     OSSL_LIB_CTX
-        *libctx;       /* child of the application's: software hashing, public halves */
+    *libctx;           /* child of the application's: software hashing, public halves */
     char *module_path; /* NULL: p11-kit's proxy */
     char *init_args;
     char *pin_source;
@@ -74,7 +74,8 @@ size_t p11m_key_max_sig(const P11M_KEY *key);
 /* ---- dispatch tables (one file each) ---- */
 
 extern const OSSL_DISPATCH p11m_store_functions[];
-extern const OSSL_DISPATCH p11m_decoder_functions[];
+extern const OSSL_DISPATCH p11m_pem_decoder_functions[];
+extern const OSSL_DISPATCH p11m_der_decoder_functions[];
 extern const OSSL_DISPATCH p11m_rsa_keymgmt_functions[];
 extern const OSSL_DISPATCH p11m_rsapss_keymgmt_functions[];
 extern const OSSL_DISPATCH p11m_ec_keymgmt_functions[];
