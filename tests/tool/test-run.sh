@@ -1,0 +1,3 @@
+#!/bin/bash
+source "$(dirname "$0")/common.sh"
+skip_all "not written yet"
