@@ -1,3 +1,171 @@
 #!/bin/bash
+# The whole enrolment with p11mtls on a FRESH SoftHSM2 token: token init, a key of
+# every type generated on the token, CSRs signed through the provider, the dev CA,
+# certificate import, list (human and JSON), pem-uri; then each identity is presented
+# with openssl s_client through the provider, and one through `p11mtls run` + curl
+# against nginx after a renewal from another CA.
 source "$(dirname "$0")/common.sh"
-skip_all "not written yet"
+fx_workdir tool-enrol
+fx_ca || skip_all "CA fixture could not be built"
+fresh_softhsm hsm
+(umask 077 && echo 87654321 >"$WORK/so.pin" && echo 4321 >"$WORK/pin.txt")
+PIN=file:$WORK/pin.txt
+SO=file:$WORK/so.pin
+LABEL=enrol
+labels=(p256 p384 rsa2048 rsa3072 ed25519)
+declare -A types=([p256]=ec:P-256 [p384]=ec:P-384 [rsa2048]=rsa:2048 [rsa3072]=rsa:3072
+    [ed25519]=ed25519)
+declare -A desc=([p256]="EC P-256" [p384]="EC P-384" [rsa2048]="RSA 2048"
+    [rsa3072]="RSA 3072" [ed25519]=Ed25519)
+declare -A uri
+plan 72
+
+# ---- token
+rc_is "token init on a fresh token directory" 0 "$TOOL" token init --label "$LABEL" \
+    --so-pin-source "$SO" --pin-source "$PIN"
+out_has "token init prints the token URI" "^pkcs11:token=$LABEL$"
+rc_is "a second init of that token is refused" 1 "$TOOL" token init --label "$LABEL" \
+    --so-pin-source "$SO" --pin-source "$PIN"
+rc_is "...and done with --force" 0 "$TOOL" token init --label "$LABEL" --force \
+    --so-pin-source "$SO" --pin-source "$PIN"
+rc_is "list --json of the empty token" 0 "$TOOL" list "pkcs11:token=$LABEL" --json
+check "it has the token and no objects" /usr/bin/python3 -c '
+import json, sys
+t = json.load(open(sys.argv[1]))["tokens"]
+assert len(t) == 1 and t[0]["label"] == sys.argv[2], t
+assert t[0]["keys"] == [] and t[0]["certificates"] == [] and t[0]["user_pin"] == "ok", t
+' "$WORK/last.out" "$LABEL"
+
+# ---- keys, requests, certificates
+check "ca init --intermediate" "$TOOL" ca init "$WORK/ca" --intermediate
+is "CA keys are private files" "$(stat -c %a "$WORK/ca/root.key" "$WORK/ca/intermediate.key" | sort -u)" 600
+check "the chain verifies" openssl verify -CAfile "$WORK/ca/root.pem" "$WORK/ca/intermediate.pem"
+
+for l in "${labels[@]}"; do
+    rc_is "$l: key generate ${types[$l]}" 0 "$TOOL" key generate \
+        --uri "pkcs11:token=$LABEL;object=$l" --type "${types[$l]}" --pin-source "$PIN"
+    uri[$l]=$(tail -n 1 "$WORK/last.out")
+    like "$l: prints the private key URI" "${uri[$l]}" "^pkcs11:token=$LABEL;id=(%[0-9A-F]{2}){16};object=$l;type=private$"
+    rc_is "$l: csr through the provider" 0 "$TOOL" csr --key "${uri[$l]}" \
+        --subject "/CN=device-$l/UID=dev-$l" -o "$WORK/$l.csr" --pin-source "$PIN"
+    rc_is "$l: ca issue" 0 "$TOOL" ca issue "$WORK/ca" --csr "$WORK/$l.csr" --days 30 \
+        -o "$WORK/$l.pem"
+    rc_is "$l: cert import with the chain" 0 "$TOOL" cert import --uri "${uri[$l]}" \
+        --cert "$WORK/$l.pem" --chain "$WORK/ca/chain.pem" --pin-source "$PIN"
+done
+check "request subject and signature (openssl req -verify)" \
+    openssl req -in "$WORK/p256.csr" -noout -verify -subject
+check "issued certificate: clientAuth from the intermediate" openssl verify \
+    -CAfile "$WORK/ca/root.pem" -untrusted "$WORK/ca/intermediate.pem" -purpose sslclient \
+    "$WORK/ed25519.pem"
+rc_is "a second key with the same label is refused" 1 "$TOOL" key generate \
+    --uri "pkcs11:token=$LABEL;object=p256" --type ec:P-256 --pin-source "$PIN"
+rc_is "key generate --id" 0 "$TOOL" key generate --uri "pkcs11:token=$LABEL;object=fixed" \
+    --type ec:P-256 --id 0a0b --pin-source "$PIN"
+out_has "...uses that id" "id=%0A%0B;object=fixed;type=private"
+
+# The private halves as the token keeps them.
+pkcs11-tool --module "$FX_SOFTHSM_MODULE" --token-label "$LABEL" --login --pin 4321 \
+    --list-objects --type privkey >"$WORK/privkeys.txt" 2>&1
+is "every private key is sensitive and never extractable" \
+    "$(grep -c 'Access: *sensitive, always sensitive, never extractable' "$WORK/privkeys.txt")" 6
+is "every private key signs and does nothing else" "$(grep -c 'Usage: *sign$' "$WORK/privkeys.txt")" 6
+
+# ---- list
+rc_is "list (human)" 0 "$TOOL" list "pkcs11:token=$LABEL"
+out_has "human list pairs a key with its certificate" "^        certificate pkcs11:token=$LABEL;id=.*;object=p256;type=cert$"
+out_has "human list shows days left" "\(29 days left\)|\(30 days left\)"
+rc_is "list --json with the PIN" 0 "$TOOL" list "pkcs11:token=$LABEL" --json --pin-source "$PIN"
+check "JSON: every key paired, typed and private; certificates valid for 30 days" \
+    /usr/bin/python3 -c '
+import json, sys
+doc = json.load(open(sys.argv[1]))
+tok, = doc["tokens"]
+keys = {k["label"]: k for k in tok["keys"]}
+certs = {c["uri"]: c for c in tok["certificates"]}
+want = dict(a.split("=", 1) for a in sys.argv[2:])
+for label, typ in want.items():
+    k = keys[label]
+    assert k["type"] == typ and k["private"] is True, k
+    c = certs[k["certificate"]]
+    assert c["key"] == k["uri"] and c["subject"] == "CN=device-%s, UID=dev-%s" % (label, label), c
+    assert c["days_left"] in (29, 30) and c["ca"] is False, c
+    assert c["issuer"] == "CN=p11mtls development intermediate CA", c
+assert keys["fixed"]["id"] == "0a0b" and keys["fixed"]["certificate"] is None
+cas = [c for c in tok["certificates"] if c["ca"]]
+assert len(cas) == 2 and all(c["key"] is None and c["id"] == "" for c in cas), cas
+' "$WORK/last.out" p256="EC P-256" p384="EC P-384" rsa2048="RSA 2048" rsa3072="RSA 3072" \
+    ed25519=Ed25519
+
+# ---- pem-uri
+rc_is "pem-uri" 0 "$TOOL" pem-uri --key "${uri[p256]}" -o "$WORK/p256-key.pem"
+check "pem-uri file has the PKCS#11 PROVIDER URI label" grep -q "^-----BEGIN PKCS#11 PROVIDER URI-----$" "$WORK/p256-key.pem"
+rc_is "pem-uri --show reads it back" 0 "$TOOL" pem-uri --show "$WORK/p256-key.pem"
+is "...the same URI" "$(cat "$WORK/last.out")" "${uri[p256]}"
+rc_is "pem-uri refuses a key that is not there" 1 "$TOOL" pem-uri \
+    --key "pkcs11:token=$LABEL;object=nosuch" -o "$WORK/nosuch.pem"
+
+# ---- the identities in TLS, through the provider
+# TLS 1.2 loads default before p11mtls: with p11mtls first, the provider's EC keymgmt
+# answers OpenSSL's group lookups and no ECDHE cipher is left (reported to the provider).
+client() { # PORT KEY CERT PROVIDERS...
+    local port=$1 key=$2 cert=$3 p args=()
+    shift 3
+    for p; do args+=(-provider "$p"); done
+    echo | openssl s_client -provider-path "$(dirname "$P11M_PROVIDER")" "${args[@]}" \
+        -connect "127.0.0.1:$port" -CAfile "$FX_CA_ROOT" -verify_return_error \
+        -key "$key" -cert "$cert"
+}
+check "s_server (TLS 1.3) trusting the new CA" fx_s_server_start srv13 -tls1_3 -CAfile "$WORK/ca/chain.pem"
+port13=$FX_PORT
+check "s_server (TLS 1.2) trusting the new CA" fx_s_server_start srv12 -tls1_2 -CAfile "$WORK/ca/chain.pem"
+port12=$FX_PORT
+for l in "${labels[@]}"; do
+    client "$port13" "${uri[$l]}?pin-source=$PIN" "$WORK/$l.pem" p11mtls default >"$WORK/c13-$l.log" 2>&1
+    is "$l: presented over TLS 1.3" "$(fx_s_server_peer srv13)" "CN = device-$l, UID = dev-$l"
+    client "$port12" "${uri[$l]}?pin-source=$PIN" "$WORK/$l.pem" default p11mtls >"$WORK/c12-$l.log" 2>&1
+    is "$l: presented over TLS 1.2" "$(fx_s_server_peer srv12)" "CN = device-$l, UID = dev-$l"
+done
+FX_PIN_FILE=$WORK/pin.txt fx_provider_cnf "$WORK/openssl.cnf"
+OPENSSL_CONF=$WORK/openssl.cnf openssl s_client -connect "127.0.0.1:$port13" -CAfile "$FX_CA_ROOT" \
+    -key "$WORK/p256-key.pem" -cert "$WORK/p256.pem" </dev/null >"$WORK/cpem.log" 2>&1
+is "the pem-uri file works as s_client's key file" "$(fx_s_server_peer srv13)" "CN = device-p256, UID = dev-p256"
+
+# ---- renewal from the organisation's CA (the fixture CA), then p11mtls run + curl
+mkdir -p "$WORK/org"
+ln -s "$FX_CA_INTER_KEY" "$WORK/org/intermediate.key"
+ln -s "$FX_CA_INTER" "$WORK/org/intermediate.pem"
+ln -s "$FX_CA_ROOT_KEY" "$WORK/org/root.key"
+ln -s "$FX_CA_CHAIN" "$WORK/org/chain.pem"
+rc_is "ca issue from an existing CA" 0 "$TOOL" ca issue "$WORK/org" --csr "$WORK/p256.csr" -o "$WORK/p256-org.pem"
+rc_is "cert import of a different certificate needs --force" 1 "$TOOL" cert import \
+    --uri "${uri[p256]}" --cert "$WORK/p256-org.pem" --pin-source "$PIN"
+rc_is "cert import --force replaces it" 0 "$TOOL" cert import --force \
+    --uri "${uri[p256]}" --cert "$WORK/p256-org.pem" --chain "$FX_CA_CHAIN" --pin-source "$PIN"
+cat >"$WORK/shim.conf" <<EOC
+[p11mtls]
+identities = ids
+rules = rules
+log = stderr
+log_level = info
+[ids]
+device = device_id
+[device_id]
+key = pkcs11:token=$LABEL;object=p256;type=private
+cert = pkcs11:token=$LABEL;object=p256;type=cert
+chain = $FX_CA_CHAIN
+pin_source = $PIN
+[rules]
+local = rule_local
+[rule_local]
+match = localhost
+identity = device
+EOC
+check "nginx requiring client certificates" fx_nginx_start web
+rc_is "p11mtls run -- curl: the token identity is presented" 0 "$TOOL" run \
+    --config "$WORK/shim.conf" -- curl -sS --cacert "$FX_CA_ROOT" "https://localhost:$FX_NGINX_PORT/"
+out_has "nginx verified the device certificate" "^verify=SUCCESS dn=UID=dev-p256,CN=device-p256$"
+rc_is "doctor passes on this healthy setup" 0 "$TOOL" doctor --config "$WORK/shim.conf" \
+    "https://localhost:$FX_NGINX_PORT/"
+out_has "doctor saw the identity accepted" "^ok +handshake +the identity was presented and accepted \(HTTP status 200\)"
+finish
