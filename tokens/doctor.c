@@ -748,9 +748,15 @@ static int doc_token_identity(struct doc *d)
         ok = doc_validity(d) && ok;
     if (d->cert != NULL)
         ok = doc_chain(d, mod) && ok;
-    if (ok && !d->login_failed)
-        ok = doc_login(d) && doc_provider(d);
-    else
+    if (ok && !d->login_failed) {
+        ok = doc_login(d);
+        if (ok)
+            ok = doc_provider(d);
+        else
+            doc_line(d, DOC_INFO, "sign",
+                     "skipped: after a failed login nothing may try "
+                     "the PIN again");
+    } else
         doc_line(d, DOC_INFO, "login", "skipped: %s",
                  d->login_failed ? "the PIN state forbids a login"
                                  : "fix the failures above first");
