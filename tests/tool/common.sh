@@ -11,7 +11,7 @@ export P11M_TOOL P11M_PROVIDER P11M_PRELOAD
 # find them through the environment.
 export P11MTLS_PROVIDER=$P11M_PROVIDER P11MTLS_PRELOAD=$P11M_PRELOAD
 
-TOOL=$P11M_TOOL
+export TOOL=$P11M_TOOL
 
 # rc_is DESC EXPECTED CMD...: CMD's exit status must be EXPECTED; its output is kept
 # in $WORK/last.out for later checks.

@@ -45,6 +45,7 @@ require_ca_match = yes
 EOC
 }
 
+# shellcheck disable=SC2317 # called through check
 # own_server NAME ARGS...: openssl s_server on 127.0.0.1:$FX_PORT with exactly ARGS
 # (the fixture's always asks for a client certificate); stopped at exit.
 own_server() {

@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2016 # the child shells expand the variables, not this one
 # p11mtls run: LD_PRELOAD is appended to (never replaced), P11MTLS_CONF is set from
 # --config, a command that cannot run gives 127, and curl run through it presents the
 # fixture token's identity to nginx.
@@ -32,7 +33,7 @@ rc_is "the command's exit status is passed on" 7 env -u LD_PRELOAD "$TOOL" run \
 
 check "nginx requiring client certificates" fx_nginx_start web
 ( 
-    fx_preload_env # keeps a sanitizer runtime first in ASan builds
+    fx_preload_env "" # keeps a sanitizer runtime first in ASan builds
     "$TOOL" run --config "$WORK/shim.conf" -- \
         curl -sS --cacert "$FX_CA_ROOT" "https://localhost:$FX_NGINX_PORT/"
 ) >"$WORK/curl.out" 2>&1
