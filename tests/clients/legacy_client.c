@@ -5,13 +5,16 @@
  * -m tls), a socket handed over with SSL_set_fd, and no certificate code at all. It
  * sends no SNI unless -n NAME is given, so the shim sees only the socket's peer.
  *
- *   legacy-client [-m sslv23|tls] [-n SNI] [-c CAFILE] [-v tls1.2|tls1.3] HOST PORT
- * [REQUEST]
+ * Usage: legacy-client [-m sslv23|tls] [-n SNI] [-c CAFILE] [-v tls1.2|tls1.3]
+ *                      [-t SECONDS] [-b ctx|ssl] HOST PORT [REQUEST]
  *
  * Connects, sends REQUEST (default "GET / HTTP/1.0\r\n\r\n"), prints what the server
- * answers until it closes or stays silent for 3 s. Exit 0 if the handshake and the
- * first read worked (TLS 1.3 reports a rejected client certificate only at that read),
- * 1 otherwise, with OpenSSL's errors on stderr.
+ * answers until it closes or stays silent for SECONDS (default 3). Exit 0 if the
+ * handshake and the first read worked (TLS 1.3 reports a rejected client certificate
+ * only at that read), 1 otherwise, with OpenSSL's errors on stderr. -b installs a
+ * certificate callback of the program's own (on the context or the connection) that
+ * sets nothing and says "app cert_cb called" on stderr: some programs have one, and
+ * the shim must keep both working.
  */
 #include <netdb.h>
 #include <stdio.h>
@@ -25,13 +28,14 @@
 #include <openssl/ssl.h>
 
 struct options {
-    const char *method, *sni, *cafile, *version, *host, *port, *request;
+    const char *method, *sni, *cafile, *version, *host, *port, *request, *cert_cb;
+    int timeout;
 };
 
 static int usage(void)
 {
     fprintf(stderr, "usage: legacy-client [-m sslv23|tls] [-n SNI] [-c CAFILE] "
-                    "[-v tls1.2|tls1.3] HOST PORT [REQUEST]\n");
+                    "[-v tls1.2|tls1.3] [-t SECONDS] [-b ctx|ssl] HOST PORT [REQUEST]\n");
     return 2;
 }
 
@@ -41,7 +45,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 
     o->method = "sslv23";
     o->request = "GET / HTTP/1.0\r\n\r\n";
-    while ((opt = getopt(argc, argv, "m:n:c:v:")) != -1) {
+    o->timeout = 3;
+    while ((opt = getopt(argc, argv, "m:n:c:v:t:b:")) != -1) {
         switch (opt) {
         case 'm':
             o->method = optarg;
@@ -54,6 +59,12 @@ static int parse_options(int argc, char **argv, struct options *o)
             break;
         case 'v':
             o->version = optarg;
+            break;
+        case 't':
+            o->timeout = atoi(optarg);
+            break;
+        case 'b':
+            o->cert_cb = optarg;
             break;
         default:
             return 0;
@@ -68,10 +79,10 @@ static int parse_options(int argc, char **argv, struct options *o)
     return 1;
 }
 
-static int tcp_connect(const char *host, const char *port)
+static int tcp_connect(const char *host, const char *port, int timeout)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *ai;
-    struct timeval tv = {.tv_sec = 3};
+    struct timeval tv = {.tv_sec = timeout};
     int fd = -1;
 
     if (getaddrinfo(host, port, &hints, &res) != 0)
@@ -88,6 +99,13 @@ static int tcp_connect(const char *host, const char *port)
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     return fd;
+}
+
+static int app_cert_cb(SSL *ssl, void *arg)
+{
+    (void) ssl;
+    fprintf(stderr, "app cert_cb called (%s)\n", (const char *) arg);
+    return 1;
 }
 
 static SSL_CTX *make_ctx(const struct options *o)
@@ -108,6 +126,8 @@ static SSL_CTX *make_ctx(const struct options *o)
         SSL_CTX_set_min_proto_version(ctx, v);
         SSL_CTX_set_max_proto_version(ctx, v);
     }
+    if (o->cert_cb != NULL && strcmp(o->cert_cb, "ctx") == 0)
+        SSL_CTX_set_cert_cb(ctx, app_cert_cb, "ctx");
     return ctx;
 }
 
@@ -142,7 +162,7 @@ int main(int argc, char **argv)
     SSL_library_init();
     SSL_load_error_strings();
     ctx = make_ctx(&o);
-    fd = tcp_connect(o.host, o.port);
+    fd = tcp_connect(o.host, o.port, o.timeout);
     if (ctx == NULL || fd < 0) {
         fprintf(stderr, "legacy-client: cannot set up the context or connect\n");
         ERR_print_errors_fp(stderr);
@@ -150,6 +170,8 @@ int main(int argc, char **argv)
     }
     ssl = SSL_new(ctx);
     SSL_set_fd(ssl, fd);
+    if (o.cert_cb != NULL && strcmp(o.cert_cb, "ssl") == 0)
+        SSL_set_cert_cb(ssl, app_cert_cb, "ssl");
     if (o.sni != NULL)
         SSL_set_tlsext_host_name(ssl, o.sni);
     ok = SSL_connect(ssl) == 1 && exchange(ssl, o.request);
