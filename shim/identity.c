@@ -32,7 +32,7 @@ struct id_slot {
     pthread_cond_t done;
     enum slot_state state;
     time_t failed_at;
-    char why[256];
+    char why[512];
     struct shim_identity id;
 };
 
@@ -248,7 +248,7 @@ static bool store_want_chain(OSSL_STORE_INFO *info, void *arg)
 
 static void identity_fail(char *why, size_t len, const char *what, const char *where)
 {
-    char err[200], shown[256];
+    char err[384], shown[256];
 
     shim_ossl_error_text(err, sizeof(err));
     shim_log_redact_uri(where, shown, sizeof(shown));
@@ -274,7 +274,7 @@ static bool identity_probe(EVP_PKEY *key, char *why, size_t len)
 
     shim_fn.EVP_MD_CTX_free(md);
     if (!ok) {
-        char err[200];
+        char err[384];
 
         shim_ossl_error_text(err, sizeof(err));
         shim_fmt(why, len, "test signature failed%s%s", err[0] ? ": " : "", err);

@@ -29,7 +29,7 @@ s_server_case() { # SERVER LABEL WHAT CMD...
         ok "$what: s_server got $peer"
     else
         fail "$what: s_server got the device certificate" "server saw: $peer" \
-            "expected: $want" "shim log: $log" "client: $(tail -n 5 "$WORK/$what.out")"
+            "expected: $want" "shim log: $log" "client: $(tail -n 5 "$SH_OUT")"
     fi
 }
 
@@ -58,11 +58,11 @@ nginx_case() { # LABEL WHAT CMD...
     local label=$1 what=$2
     shift 2
     sh_client "$what" sh_shim "$@"
-    if [ "$SH_RC" -eq 0 ] && grep -q "verify=SUCCESS dn=.*UID=dev-$label" "$WORK/$what.out"; then
-        ok "$what: $(grep -o 'verify=.*' "$WORK/$what.out")"
+    if [ "$SH_RC" -eq 0 ] && grep -q "verify=SUCCESS dn=.*UID=dev-$label" "$SH_OUT"; then
+        ok "$what: $(grep -o 'verify=.*' "$SH_OUT")"
     else
         fail "$what: nginx verified the device certificate" "exit status $SH_RC" \
-            "$(tail -n 5 "$WORK/$what.out")" "shim log: $(sh_log_new)"
+            "$(tail -n 5 "$SH_OUT")" "shim log: $(sh_log_new)"
     fi
     sh_log_new >/dev/null
 }

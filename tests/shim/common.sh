@@ -3,11 +3,12 @@
 #
 #   sh_conf OUT KEY CERT MATCH     write a shim config with one identity and one rule;
 #                                  SH_RULE_EXTRA, SH_ID_EXTRA, SH_MAIN_EXTRA add lines,
-#                                  SH_PIN_SOURCE replaces the fixture PIN file
+#                                  SH_PIN_SOURCE replaces the fixture PIN file ("none":
+#                                  no pin_source line)
 #   sh_token_conf OUT LABEL MATCH  the same with the token key and certificate LABEL
 #   sh_shim CMD...                 run CMD with the shim preloaded and $WORK/shim.conf
 #   sh_log_new                     print shim log lines written since the last call
-#   sh_client NAME CMD...          run a client (output in $WORK/NAME.out, status SH_RC)
+#   sh_client NAME CMD...          run a client (output in file SH_OUT, status SH_RC)
 #
 # The shim logs to $WORK/shim.log so tests read exactly what it decided.
 # shellcheck source=../fixtures/lib.sh
@@ -41,7 +42,7 @@ sh_conf() { # OUT KEY CERT MATCH
         echo "[device_id]"
         echo "key = $2"
         echo "cert = $3"
-        echo "pin_source = ${SH_PIN_SOURCE:-file:$FX_PIN_FILE}"
+        [ "${SH_PIN_SOURCE:-}" = none ] || echo "pin_source = ${SH_PIN_SOURCE:-file:$FX_PIN_FILE}"
         echo "${SH_ID_EXTRA:-}"
         echo "[rules]"
         echo "r = rule_r"
@@ -75,16 +76,16 @@ sh_log_new() {
     stat -c %s "$log" >"$log.off"
 }
 
-# sh_client NAME CMD...: run CMD, keep its output in $WORK/NAME.out and its exit status
-# in SH_RC. Death by a signal (a crash) is reported as a failure at once.
+# sh_client NAME CMD...: run CMD, keep its output in the file SH_OUT and its exit
+# status in SH_RC. Death by a signal (a crash) is reported as a failure at once.
 sh_client() {
     local name=$1
     shift
+    SH_OUT=$WORK/out.${name//[^A-Za-z0-9._-]/_}
     SH_RC=0
-    "$@" >"$WORK/$name.out" 2>&1 || SH_RC=$?
+    "$@" >"$SH_OUT" 2>&1 || SH_RC=$?
     if [ "$SH_RC" -gt 128 ]; then
-        fail "$name: no crash" "killed by signal $((SH_RC - 128)): $*" \
-            "$(tail -n 20 "$WORK/$name.out")"
+        fail "$name: no crash" "killed by signal $((SH_RC - 128)): $*" "$(tail -n 20 "$SH_OUT")"
     fi
     return 0
 }
