@@ -131,7 +131,8 @@ static CONF *conf_parse_file(struct shim_conf *c, const char *path)
     }
     if (shim_fn.NCONF_load(cnf, path, &eline) > 0)
         return cnf;
-    shim_ossl_error_text(why, sizeof(why));
+    /* with a line number, OpenSSL's detail text only repeats it */
+    shim_ossl_error_text(why, sizeof(why), eline <= 0);
     if (eline > 0)
         conf_error(c, "%s:%ld: syntax error: %s", path, eline, why);
     else
@@ -394,6 +395,8 @@ static void conf_rule_match(struct conf_state *st, struct shim_rule *r, const ch
 
     if (copy == NULL)
         return;
+    if (strspn(v, " \t,") == strlen(v))
+        conf_bad(st, sect, "match", "empty");
     r->patterns = calloc(strlen(v) / 2 + 1, sizeof(*r->patterns));
     for (word = strtok_r(copy, " \t,", &save); word != NULL && r->patterns != NULL;
          word = strtok_r(NULL, " \t,", &save)) {
@@ -418,9 +421,10 @@ static void conf_rule_identity(struct conf_state *st, struct shim_rule *r,
 }
 
 static void conf_rule_key(struct conf_state *st, struct shim_rule *r, const char *sect,
-                          const CONF_VALUE *v, bool *has_identity)
+                          const CONF_VALUE *v, bool *has_match, bool *has_identity)
 {
     if (strcmp(v->name, "match") == 0) {
+        *has_match = true;
         conf_rule_match(st, r, sect, v->value);
     } else if (strcmp(v->name, "identity") == 0) {
         *has_identity = true;
@@ -443,7 +447,7 @@ static void conf_rule(struct conf_state *st, const char *rules_sect,
                       const CONF_VALUE *ref, struct shim_rule *r)
 {
     const conf_section *s = shim_fn.NCONF_get_section(st->cnf, ref->value);
-    bool has_identity = false;
+    bool has_match = false, has_identity = false;
 
     r->name = strdup(ref->name);
     r->require_ca_match = true;
@@ -452,9 +456,9 @@ static void conf_rule(struct conf_state *st, const char *rules_sect,
         return;
     }
     for (int i = 0; i < conf_count(s); i++)
-        conf_rule_key(st, r, ref->value, conf_value(s, i), &has_identity);
-    if (r->npatterns == 0)
-        conf_bad(st, ref->value, "match", "missing or empty");
+        conf_rule_key(st, r, ref->value, conf_value(s, i), &has_match, &has_identity);
+    if (!has_match)
+        conf_bad(st, ref->value, "match", "missing");
     if (!has_identity)
         conf_bad(st, ref->value, "identity", "missing");
 }

@@ -83,7 +83,7 @@ static int decide_present(const struct decision *d, const struct shim_rule *r)
     if (shim_fn.SSL_use_cert_and_key(d->ssl, id->cert, id->key, id->chain, 1) != 1) {
         char err[256];
 
-        shim_ossl_error_text(err, sizeof(err));
+        shim_ossl_error_text(err, sizeof(err), true);
         shim_fmt(why, sizeof(why), "libssl refused the key and certificate: %s", err);
         return decide_unavailable(d, r, why);
     }

@@ -168,7 +168,7 @@ static void provider_load(void)
         shim_log(SHIM_DEBUG, "provider %s loaded into the private library context",
                  c->provider);
     } else {
-        shim_ossl_error_text(provider_why, sizeof(provider_why));
+        shim_ossl_error_text(provider_why, sizeof(provider_why), true);
         if (provider_why[0] == '\0')
             shim_fmt(provider_why, sizeof(provider_why), "not loadable");
         shim_log(SHIM_ERROR, "provider %s: %s", c->provider, provider_why);
@@ -250,7 +250,7 @@ static void identity_fail(char *why, size_t len, const char *what, const char *w
 {
     char err[384], shown[256];
 
-    shim_ossl_error_text(err, sizeof(err));
+    shim_ossl_error_text(err, sizeof(err), true);
     shim_log_redact_uri(where, shown, sizeof(shown));
     shim_fmt(why, len, "%s %s%s%s", what, shown, err[0] ? ": " : "", err);
 }
@@ -276,7 +276,7 @@ static bool identity_probe(EVP_PKEY *key, char *why, size_t len)
     if (!ok) {
         char err[384];
 
-        shim_ossl_error_text(err, sizeof(err));
+        shim_ossl_error_text(err, sizeof(err), true);
         shim_fmt(why, len, "test signature failed%s%s", err[0] ? ": " : "", err);
     }
     return ok;

@@ -74,7 +74,7 @@ void *shim_ossl_next(const char *name)
     return dlsym(RTLD_NEXT, name);
 }
 
-void shim_ossl_error_text(char *buf, size_t len)
+void shim_ossl_error_text(char *buf, size_t len, bool detail)
 {
     const char *data = NULL, *reason;
     int flags = 0;
@@ -86,7 +86,7 @@ void shim_ossl_error_text(char *buf, size_t len)
     if (e == 0)
         return;
     reason = shim_fn.ERR_reason_error_string(e);
-    if (!(flags & ERR_TXT_STRING) || data == NULL || *data == '\0')
+    if (!detail || !(flags & ERR_TXT_STRING) || data == NULL || *data == '\0')
         data = NULL;
     if (reason != NULL && data != NULL)
         snprintf(buf, len, "%s: %s", reason, data);

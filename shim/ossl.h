@@ -149,6 +149,6 @@ bool shim_ossl_ready(void);
 void *shim_ossl_next(const char *name);
 
 /* The last OpenSSL error as "reason: detail" (or "" if none) for log lines. */
-void shim_ossl_error_text(char *buf, size_t len);
+void shim_ossl_error_text(char *buf, size_t len, bool detail);
 
 #endif

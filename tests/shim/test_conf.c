@@ -206,6 +206,10 @@ static void test_errors(void)
     expect_error(
         load_with("[rules]", "r2 = r2_sect\n[r2_sect]\nidentity = device\n[rules]\n"),
         "rule without match", "[r2_sect] match: missing");
+    expect_error(load_with("[rules]",
+                           "r2 = r2_sect\n[r2_sect]\nidentity = device\nmatch = ,\n"
+                           "[rules]\n"),
+                 "rule with an empty match", "[r2_sect] match: empty");
     expect_error(load_with("[ids]", "bare = bare_id\n[bare_id]\ncert = /c.pem\n[ids]\n"),
                  "identity without key", "[bare_id] key: missing");
     expect_error(load_text("[p11mtls]\nlog_level = info\n[ids\ndevice = x\n"),
