@@ -8,7 +8,8 @@ MODE:
   socket   wrap a TCP socket (ssl context, server_hostname from the host); send a
            line, read once (TLS 1.3 reports a rejected client certificate there).
   asyncio  the same through asyncio streams (non-blocking, memory BIOs).
-  fork     socket once in the parent, then once in a forked child.
+  fork     socket once in the parent, then once in a forked child (the identity is
+           loaded before the fork); --fork-first: fork first, the child loads it.
   threads  socket from N threads at once (--threads N); print one line per thread.
 
 Exit 0 when the TLS exchange worked, 1 on a TLS error, with the error on stderr.
@@ -84,7 +85,8 @@ def run_asyncio(args):
 
 
 def run_fork(args):
-    print("parent:", exchange_socket(args)[1].splitlines()[-1:], flush=True)
+    if not args.fork_first:
+        print("parent:", exchange_socket(args)[1].splitlines()[-1:], flush=True)
     pid = os.fork()
     if pid == 0:
         try:
@@ -96,6 +98,8 @@ def run_fork(args):
     _, status = os.waitpid(pid, 0)
     if status != 0:
         raise SystemExit("child exited with status %d" % status)
+    if args.fork_first:
+        print("parent:", exchange_socket(args)[1].splitlines()[-1:], flush=True)
 
 
 def run_threads(args):
@@ -128,6 +132,7 @@ def main():
     p.add_argument("--tls", choices=["1.2", "1.3"])
     p.add_argument("--timeout", type=float, default=3)
     p.add_argument("--threads", type=int, default=16)
+    p.add_argument("--fork-first", action="store_true")
     args = p.parse_args()
     try:
         globals()["run_" + args.mode](args)
