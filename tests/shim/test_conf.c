@@ -141,6 +141,21 @@ static void test_example(void)
         tap_ok(strcmp(c->provider, "/path/to/p11mtls.so") == 0, "provider path");
 }
 
+/* The example users copy must load as it is. */
+static void test_shipped_example(void)
+{
+    const char *src = getenv("P11M_SRCDIR");
+    char path[512];
+    struct shim_conf *c;
+
+    snprintf(path, sizeof(path), "%s/conf/p11mtls.conf", src != NULL ? src : ".");
+    c = shim_conf_load(path, true);
+    show_errors(c);
+    tap_ok(c && c->enabled && c->nerrors == 0 && c->nids == 1 && c->nrules == 2 &&
+               c->log_target == SHIM_LOG_SYSLOG && c->rules[1].abort_unavailable,
+           "conf/p11mtls.conf loads without errors");
+}
+
 static void test_defaults(void)
 {
     struct shim_conf *c = load_text(base);
@@ -278,6 +293,7 @@ int main(void)
     if (mkdtemp(dir) == NULL || !tap_ok(shim_ossl_ready(), "OpenSSL functions resolved"))
         return tap_done();
     test_example();
+    test_shipped_example();
     test_defaults();
     test_errors();
     test_provider_config_errors();
