@@ -71,6 +71,14 @@ sh_conf "$WORK/shim.conf" "$FX_SOFT_CLIENT_KEY" "$FX_SOFT_CLIENT_CERT" "localhos
 expect "software identity from files" "dn=UID=soft-client,CN=soft-client" \
     'presented subject="/CN=soft-client/UID=soft-client"' sh_curl "$URL"
 
+# -- an encrypted key file: the pin_source is its passphrase (through the UI method)
+openssl pkey -in "$FX_SOFT_CLIENT_KEY" -aes256 -passout pass:s3cret-pass -out "$WORK/enc.key"
+(umask 077 && echo s3cret-pass >"$WORK/pass.txt")
+SH_PIN_SOURCE=file:$WORK/pass.txt sh_conf "$WORK/shim.conf" "$WORK/enc.key" \
+    "$FX_SOFT_CLIENT_CERT" "localhost"
+expect "encrypted key file, passphrase from pin_source" "dn=UID=soft-client,CN=soft-client" \
+    'presented subject="/CN=soft-client/UID=soft-client"' sh_curl "$URL"
+
 # -- PIN sources
 SH_PIN_SOURCE=env:SHIM_TEST_PIN sh_conf "$WORK/shim.conf" "$KEY" "$CERT" "localhost"
 export SHIM_TEST_PIN=$FX_PIN
@@ -110,9 +118,30 @@ SH_RULE_EXTRA="require_ca_match = no" sh_conf "$WORK/shim.conf" "$KEY" "$FX_OTHE
 expect "require_ca_match = no presents it anyway (nginx then rejects it)" "400 Bad Request|certificate" \
     'presented subject="/CN=device-p256/UID=dev-p256"' sh_curl "$URL"
 
+# -- TLS 1.3 post-handshake authentication: the client must offer it (an option)
+pha_case() { # WHAT MAIN_EXTRA WANT_REGEX
+    local pid i
+    rm -f "$WORK/pha.port"
+    "$SH_PY" "$SH_DIR/pha_server.py" "$FX_SERVER_FULLCHAIN" "$FX_SERVER_KEY" "$FX_CA_CHAIN" \
+        "$WORK/pha.port" >"$WORK/pha.out" 2>&1 &
+    pid=$!
+    for ((i = 0; i < 100; i++)); do
+        [ -s "$WORK/pha.port" ] && break
+        sleep 0.05
+    done
+    SH_MAIN_EXTRA=$2 sh_conf "$WORK/shim.conf" "$KEY" "$CERT" localhost
+    sh_client "$1" sh_shim sh_legacy 127.0.0.1 "$(cat "$WORK/pha.port")" -n localhost -v tls1.3
+    wait "$pid"
+    like "$1" "$(cat "$WORK/pha.out")" "$3"
+}
+pha_case "post_handshake_auth = yes: a certificate requested after the handshake" \
+    "post_handshake_auth = yes" "^client: CN=device-p256"
+pha_case "post_handshake_auth unset: the legacy client offers none" "" "^client: (none|error)"
+sh_log_new >/dev/null
+
 # -- secrets stay out of the log
-if grep -q -e "$WRONG_PIN" -e 55aa55 -e "$FX_PIN_FILE.*$FX_PIN" "$WORK/shim.log"; then
-    fail "no PIN in the log" "$(grep -e "$WRONG_PIN" -e 55aa55 "$WORK/shim.log")"
+if grep -q -e "$WRONG_PIN" -e 55aa55 -e s3cret "$WORK/shim.log"; then
+    fail "no PIN in the log" "$(grep -e "$WRONG_PIN" -e 55aa55 -e s3cret "$WORK/shim.log")"
 else
     ok "no PIN in the log (pin-value shown as ***: $(grep -c 'pin-value=\*\*\*' "$WORK/shim.log") lines)"
 fi
