@@ -6,7 +6,7 @@
  * sends no SNI unless -n NAME is given, so the shim sees only the socket's peer.
  *
  * Usage: legacy-client [-m sslv23|tls] [-n SNI] [-c CAFILE] [-v tls1.2|tls1.3]
- *                      [-t SECONDS] [-b ctx|ssl] HOST PORT [REQUEST]
+ *                      [-t SECONDS] [-b ctx|ssl|client] HOST PORT [REQUEST]
  *
  * Connects, sends REQUEST (default "GET / HTTP/1.0\r\n\r\n"), prints what the server
  * answers until it closes or stays silent for SECONDS (default 3). Exit 0 if the
@@ -14,7 +14,8 @@
  * only at that read), 1 otherwise, with OpenSSL's errors on stderr. -b installs a
  * certificate callback of the program's own (on the context or the connection) that
  * sets nothing and says "app cert_cb called" on stderr: some programs have one, and
- * the shim must keep both working.
+ * the shim must keep both working. -b client installs a client_cert_cb that declines
+ * to send a certificate: the program chooses, so the shim must stay out.
  */
 #include <netdb.h>
 #include <stdio.h>
@@ -35,7 +36,8 @@ struct options {
 static int usage(void)
 {
     fprintf(stderr, "usage: legacy-client [-m sslv23|tls] [-n SNI] [-c CAFILE] "
-                    "[-v tls1.2|tls1.3] [-t SECONDS] [-b ctx|ssl] HOST PORT [REQUEST]\n");
+                    "[-v tls1.2|tls1.3] [-t SECONDS] [-b ctx|ssl|client] HOST PORT "
+                    "[REQUEST]\n");
     return 2;
 }
 
@@ -108,6 +110,13 @@ static int app_cert_cb(SSL *ssl, void *arg)
     return 1;
 }
 
+static int app_client_cert_cb(SSL *ssl, X509 **x509, EVP_PKEY **pkey)
+{
+    (void) ssl, (void) x509, (void) pkey;
+    fprintf(stderr, "app client_cert_cb called: no certificate\n");
+    return 0;
+}
+
 static SSL_CTX *make_ctx(const struct options *o)
 {
     SSL_CTX *ctx =
@@ -128,6 +137,8 @@ static SSL_CTX *make_ctx(const struct options *o)
     }
     if (o->cert_cb != NULL && strcmp(o->cert_cb, "ctx") == 0)
         SSL_CTX_set_cert_cb(ctx, app_cert_cb, "ctx");
+    if (o->cert_cb != NULL && strcmp(o->cert_cb, "client") == 0)
+        SSL_CTX_set_client_cert_cb(ctx, app_client_cert_cb);
     return ctx;
 }
 

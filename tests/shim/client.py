@@ -11,6 +11,8 @@ MODE:
   fork     socket once in the parent, then once in a forked child (the identity is
            loaded before the fork); --fork-first: fork first, the child loads it.
   threads  socket from N threads at once (--threads N); print one line per thread.
+  twice    socket twice, each time with a new context (made after the first
+           handshake loaded the identity); print both TLS versions and answers.
 
 Exit 0 when the TLS exchange worked, 1 on a TLS error, with the error on stderr.
 """
@@ -102,6 +104,12 @@ def run_fork(args):
         print("parent:", exchange_socket(args)[1].splitlines()[-1:], flush=True)
 
 
+def run_twice(args):
+    for _ in range(2):
+        version, data = exchange_socket(args)
+        print(version, data.splitlines()[-1:])
+
+
 def run_threads(args):
     results = [None] * args.threads
     barrier = threading.Barrier(args.threads)
@@ -126,7 +134,7 @@ def run_threads(args):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["urllib", "socket", "asyncio", "fork", "threads"])
+    p.add_argument("mode", choices=["urllib", "socket", "asyncio", "fork", "threads", "twice"])
     p.add_argument("target")
     p.add_argument("--cafile")
     p.add_argument("--tls", choices=["1.2", "1.3"])

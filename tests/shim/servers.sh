@@ -69,6 +69,23 @@ for where in ctx ssl; do
         "$(tr '\n' ' ' <"$SH_OUT")" "app cert_cb called \($where\).*verify=SUCCESS dn=UID=dev-p256"
 done
 sh_log_new >/dev/null
+sh_client client_cert_cb sh_shim sh_legacy 127.0.0.1 "$OPT" -n localhost -b client
+like "a program with its own client_cert_cb chooses (here: no certificate)" \
+    "$(tr '\n' ' ' <"$SH_OUT") $(sh_log_new)" \
+    "app client_cert_cb called: no certificate.*verify=NONE.*the program chooses client certificates itself"
+
+# -- the program's own OpenSSL configuration keeps working next to the shim's provider
+fx_provider_cnf "$WORK/app-openssl.cnf"
+printf '%s\n' "[openssl_init]" "ssl_conf = ssl_sect" "[ssl_sect]" \
+    "system_default = system_default_sect" "[system_default_sect]" "MaxProtocol = TLSv1.2" \
+    >>"$WORK/app-openssl.cnf"
+export OPENSSL_CONF=$WORK/app-openssl.cnf
+sh_client app-conf sh_shim sh_py twice "localhost:$OPT"
+unset OPENSSL_CONF
+like "program's openssl.cnf (MaxProtocol TLSv1.2, its own p11mtls provider) still rules" \
+    "$SH_RC $(tr '\n' ' ' <"$SH_OUT")" \
+    "^0 TLSv1.2 \['verify=SUCCESS dn=UID=dev-p256,CN=device-p256'\] TLSv1.2 \['verify=SUCCESS dn=UID=dev-p256,CN=device-p256'\] $"
+sh_log_new >/dev/null
 
 # -- configuration errors: one line each, then as if the shim were absent
 conf_error() { # WHAT CONF_TEXT WANT_LINE_REGEX [abort]
