@@ -13,6 +13,29 @@ export P11MTLS_PROVIDER=$P11M_PROVIDER P11MTLS_PRELOAD=$P11M_PRELOAD
 
 export TOOL=$P11M_TOOL
 
+# with_asan CMD...: CMD with the sanitizer runtime preloaded first in ASan builds, as an
+# unsanitized program (openssl, curl) that loads our sanitized provider or preload
+# library needs it; a no-op in normal builds.
+with_asan() {
+    # shellcheck disable=SC2119 # nothing to add but the runtime
+    (fx_preload_env && "$@")
+}
+
+# run_get CONF PORT: GET https://localhost:PORT/ through `p11mtls run --config CONF`
+# with curl. ASan builds use openssl s_client instead: curl deadlocks in setlocale()
+# whenever the ASan runtime is preloaded into it, with or without p11mtls.
+run_get() {
+    local conf=$1 port=$2
+    if [ -z "${P11M_ASAN_PRELOAD:-}" ]; then
+        with_asan "$TOOL" run --config "$conf" -- \
+            curl -sS --cacert "$FX_CA_ROOT" "https://localhost:$port/"
+        return
+    fi
+    printf 'GET / HTTP/1.0\r\nHost: localhost\r\n\r\n' |
+        with_asan "$TOOL" run --config "$conf" -- openssl s_client -quiet -verify_quiet \
+            -connect "localhost:$port" -servername localhost -CAfile "$FX_CA_ROOT"
+}
+
 # rc_is DESC EXPECTED CMD...: CMD's exit status must be EXPECTED; its output is kept
 # in $WORK/last.out for later checks.
 rc_is() {

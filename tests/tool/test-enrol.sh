@@ -18,7 +18,7 @@ declare -A types=([p256]=ec:P-256 [p384]=ec:P-384 [rsa2048]=rsa:2048 [rsa3072]=r
 declare -A desc=([p256]="EC P-256" [p384]="EC P-384" [rsa2048]="RSA 2048"
     [rsa3072]="RSA 3072" [ed25519]=Ed25519)
 declare -A uri
-plan 72
+plan 71
 
 # ---- token
 rc_is "token init on a fresh token directory" 0 "$TOOL" token init --label "$LABEL" \
@@ -112,7 +112,7 @@ client() { # PORT KEY CERT PROVIDERS...
     local port=$1 key=$2 cert=$3 p args=()
     shift 3
     for p; do args+=(-provider "$p"); done
-    echo | openssl s_client -provider-path "$(dirname "$P11M_PROVIDER")" "${args[@]}" \
+    echo | with_asan openssl s_client -provider-path "$(dirname "$P11M_PROVIDER")" "${args[@]}" \
         -connect "127.0.0.1:$port" -CAfile "$FX_CA_ROOT" -verify_return_error \
         -key "$key" -cert "$cert"
 }
@@ -127,7 +127,7 @@ for l in "${labels[@]}"; do
     is "$l: presented over TLS 1.2" "$(fx_s_server_peer srv12)" "CN = device-$l, UID = dev-$l"
 done
 FX_PIN_FILE=$WORK/pin.txt fx_provider_cnf "$WORK/openssl.cnf"
-OPENSSL_CONF=$WORK/openssl.cnf openssl s_client -connect "127.0.0.1:$port13" -CAfile "$FX_CA_ROOT" \
+OPENSSL_CONF=$WORK/openssl.cnf with_asan openssl s_client -connect "127.0.0.1:$port13" -CAfile "$FX_CA_ROOT" \
     -key "$WORK/p256-key.pem" -cert "$WORK/p256.pem" </dev/null >"$WORK/cpem.log" 2>&1
 is "the pem-uri file works as s_client's key file" "$(fx_s_server_peer srv13)" "CN = device-p256, UID = dev-p256"
 
@@ -162,9 +162,9 @@ match = localhost
 identity = device
 EOC
 check "nginx requiring client certificates" fx_nginx_start web
-rc_is "p11mtls run -- curl: the token identity is presented" 0 "$TOOL" run \
-    --config "$WORK/shim.conf" -- curl -sS --cacert "$FX_CA_ROOT" "https://localhost:$FX_NGINX_PORT/"
-out_has "nginx verified the device certificate" "^verify=SUCCESS dn=UID=dev-p256,CN=device-p256$"
+run_get "$WORK/shim.conf" "$FX_NGINX_PORT" >"$WORK/get.out" 2>&1
+check "p11mtls run -- curl: nginx verified the token identity" \
+    grep -q "^verify=SUCCESS dn=UID=dev-p256,CN=device-p256$" "$WORK/get.out"
 rc_is "doctor passes on this healthy setup" 0 "$TOOL" doctor --config "$WORK/shim.conf" \
     "https://localhost:$FX_NGINX_PORT/"
 out_has "doctor saw the identity accepted" "^ok +handshake +the identity was presented and accepted \(HTTP status 200\)"

@@ -32,11 +32,7 @@ rc_is "the command's exit status is passed on" 7 env -u LD_PRELOAD "$TOOL" run \
     --preload "$fake" -- sh -c 'exit 7'
 
 check "nginx requiring client certificates" fx_nginx_start web
-( 
-    fx_preload_env "" # keeps a sanitizer runtime first in ASan builds
-    "$TOOL" run --config "$WORK/shim.conf" -- \
-        curl -sS --cacert "$FX_CA_ROOT" "https://localhost:$FX_NGINX_PORT/"
-) >"$WORK/curl.out" 2>&1
+run_get "$WORK/shim.conf" "$FX_NGINX_PORT" >"$WORK/curl.out" 2>&1
 like "curl through p11mtls run presents the token identity" "$(cat "$WORK/curl.out")" \
     "verify=SUCCESS dn=UID=dev-p256,CN=device-p256"
 finish
