@@ -246,33 +246,82 @@ static CK_OBJECT_CLASS list_uri_class(P11KitUri *uri)
     return (CK_OBJECT_CLASS) -1;
 }
 
-/* Marks the keys whose private half a logged-in search finds (raw search: the core
- * would stand in for a missing private key with its public half). */
-static void list_check_private(P11M_TOKEN *tok, struct lset *keys)
+/* CKA_ID and CKA_LABEL of a private key (label NUL-terminated in label). */
+static int list_read_names(P11M_MODULE *mod, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                           unsigned char *id, size_t *idlen, char *label, size_t llen)
+{
+    CK_ATTRIBUTE t[2] = {{CKA_ID, id, ID_MAX}, {CKA_LABEL, label, llen - 1}};
+    CK_RV rv = P11M_CALL(mod, C_GetAttributeValue, s, h, t, 2);
+
+    if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
+        return 0;
+    *idlen = t[0].ulValueLen == CK_UNAVAILABLE_INFORMATION ? 0 : t[0].ulValueLen;
+    label[t[1].ulValueLen == CK_UNAVAILABLE_INFORMATION ? 0 : t[1].ulValueLen] = '\0';
+    return 1;
+}
+
+static struct litem *list_key_by_id(struct lset *keys, P11M_TOKEN *tok,
+                                    const unsigned char *id, size_t idlen)
+{
+    for (size_t i = 0; i < keys->n; i++)
+        if (keys->v[i].tok == tok && idlen > 0 && keys->v[i].idlen == idlen &&
+            memcmp(keys->v[i].id, id, idlen) == 0)
+            return &keys->v[i];
+    return NULL;
+}
+
+/*
+ * After a login: which keys have their private half, and which private keys have no
+ * public half at all (they are added). A raw search, because the core stands in for a
+ * private key with its public half whenever it finds no private object.
+ */
+static void list_check_private(P11M_TOKEN *tok, P11KitUri *uri, struct lset *keys)
 {
     P11M_MODULE *mod = p11m_token_module(tok);
     CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_ATTRIBUTE t[3] = {{CKA_CLASS, &cls, sizeof(cls)}}, *a;
+    CK_OBJECT_HANDLE h[256];
+    CK_ULONG n = 0, nt = 1;
     CK_SESSION_HANDLE s;
     CK_RV rv;
 
+    if ((a = p11_kit_uri_get_attribute(uri, CKA_ID)) != NULL)
+        t[nt++] = *a;
+    if ((a = p11_kit_uri_get_attribute(uri, CKA_LABEL)) != NULL)
+        t[nt++] = *a;
     if (p11m_session_get(tok, &s) != CKR_OK)
         return;
-    for (size_t i = 0; i < keys->n; i++) {
-        struct litem *k = &keys->v[i];
-        CK_ATTRIBUTE t[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, k->id, k->idlen}};
-        CK_OBJECT_HANDLE h;
-        CK_ULONG n = 0;
+    rv = P11M_CALL(mod, C_FindObjectsInit, s, t, nt);
+    if (rv == CKR_OK)
+        rv = P11M_CALL(mod, C_FindObjects, s, h, 256, &n);
+    P11M_CALL(mod, C_FindObjectsFinal, s);
+    for (size_t i = 0; rv == CKR_OK && i < keys->n; i++)
+        if (keys->v[i].tok == tok)
+            keys->v[i].priv = 0;
+    for (CK_ULONG i = 0; rv == CKR_OK && i < n; i++) {
+        unsigned char id[ID_MAX];
+        char label[256];
+        size_t idlen;
+        struct litem *k;
 
-        if (k->tok != tok || k->idlen == 0)
+        if (!list_read_names(mod, s, h[i], id, &idlen, label, sizeof(label)))
             continue;
-        rv = P11M_CALL(mod, C_FindObjectsInit, s, t, 2);
-        if (rv == CKR_OK)
-            rv = P11M_CALL(mod, C_FindObjects, s, &h, 1, &n);
-        P11M_CALL(mod, C_FindObjectsFinal, s);
-        if (rv == CKR_OK)
-            k->priv = n > 0;
+        if ((k = list_key_by_id(keys, tok, id, idlen)) == NULL &&
+            (k = lset_add(keys, tok, label, id, idlen)) != NULL)
+            k->uri = tool_obj_uri(tok, CKO_PRIVATE_KEY, id, idlen, label);
+        if (k != NULL)
+            k->priv = 1;
     }
-    p11m_session_put(tok, s, CKR_OK);
+    p11m_session_put(tok, s, rv);
+}
+
+/* A key with no public object shows the public key of its certificate. */
+static void list_pub_from_certs(struct lset *keys, const struct lset *certs)
+{
+    for (size_t i = 0; i < keys->n; i++)
+        if (keys->v[i].pub == NULL && keys->v[i].pair >= 0 &&
+            certs->v[keys->v[i].pair].x != NULL)
+            keys->v[i].pub = X509_get_pubkey(certs->v[keys->v[i].pair].x);
 }
 
 static void list_pair(struct lset *keys, struct lset *certs)
@@ -379,7 +428,8 @@ static void list_human_token(P11M_TOKEN *tok, const struct lset *keys,
         if (k->tok != tok)
             continue;
         printf("  key   %s\n        %s, private half %s\n", k->uri,
-               tool_pkey_desc(k->pub, desc, sizeof(desc)),
+               k->pub != NULL ? tool_pkey_desc(k->pub, desc, sizeof(desc))
+                              : "type unknown (no public key object or certificate)",
                k->priv < 0 ? "not checked (no login)"
                : k->priv   ? "present"
                            : "MISSING");
@@ -432,7 +482,8 @@ static void list_json_key(struct json *j, const struct litem *k, const struct ls
     json_str(j, "label", k->label);
     tool_hex(k->id, k->idlen, hex);
     json_str(j, "id", hex);
-    json_str(j, "type", tool_pkey_desc(k->pub, desc, sizeof(desc)));
+    json_str(j, "type",
+             k->pub != NULL ? tool_pkey_desc(k->pub, desc, sizeof(desc)) : NULL);
     json_long(j, "bits", k->pub != NULL ? EVP_PKEY_get_bits(k->pub) : 0);
     json_bool(j, "private", k->priv);
     json_str(j, "certificate", k->pair >= 0 ? certs->v[k->pair].uri : NULL);
@@ -493,9 +544,10 @@ static int list_gather(const struct list_opts *o, P11M_MODULE *mod, P11KitUri *u
         tool_login_info(&li, o->pin_source);
         for (size_t t = 0; t < toks->n; t++)
             if (p11m_login(toks->v[t], &li))
-                list_check_private(toks->v[t], g->keys);
+                list_check_private(toks->v[t], uri, g->keys);
     }
     list_pair(g->keys, g->certs);
+    list_pub_from_certs(g->keys, g->certs);
     return 1;
 }
 

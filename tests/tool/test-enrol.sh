@@ -18,7 +18,7 @@ declare -A types=([p256]=ec:P-256 [p384]=ec:P-384 [rsa2048]=rsa:2048 [rsa3072]=r
 declare -A desc=([p256]="EC P-256" [p384]="EC P-384" [rsa2048]="RSA 2048"
     [rsa3072]="RSA 3072" [ed25519]=Ed25519)
 declare -A uri
-plan 71
+plan 75
 
 # ---- token
 rc_is "token init on a fresh token directory" 0 "$TOOL" token init --label "$LABEL" \
@@ -96,6 +96,18 @@ cas = [c for c in tok["certificates"] if c["ca"]]
 assert len(cas) == 2 and all(c["key"] is None and c["id"] == "" for c in cas), cas
 ' "$WORK/last.out" p256="EC P-256" p384="EC P-384" rsa2048="RSA 2048" rsa3072="RSA 3072" \
     ed25519=Ed25519
+
+pkcs11-tool --module "$FX_SOFTHSM_MODULE" --token-label "$LABEL" --login --pin 4321 \
+    --delete-object --type pubkey --label fixed >/dev/null 2>&1
+rc_is "list a key whose public half is gone, with a login" 0 "$TOOL" list \
+    "pkcs11:token=$LABEL;object=fixed" --json --pin-source "$PIN"
+check "JSON: the private key is still listed, type unknown" /usr/bin/python3 -c '
+import json, sys
+k, = json.load(open(sys.argv[1]))["tokens"][0]["keys"]
+assert k["label"] == "fixed" and k["private"] is True and k["type"] is None, k
+' "$WORK/last.out"
+rc_is "list without a login" 0 "$TOOL" list "pkcs11:token=$LABEL;object=p256"
+out_has "private halves are not checked without a login" "EC P-256, private half not checked \(no login\)"
 
 # ---- pem-uri
 rc_is "pem-uri" 0 "$TOOL" pem-uri --key "${uri[p256]}" -o "$WORK/p256-key.pem"
