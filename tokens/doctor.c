@@ -243,9 +243,12 @@ static int doc_rule(struct doc *d)
         return 0;
     }
     d->ic = &d->c->ids[d->rule->identity];
-    doc_line(d, DOC_OK, "rule", "%s matches rule '%s' -> identity '%s'%s", shown,
+    doc_line(d, DOC_OK, "rule", "%s matches rule '%s' -> identity '%s'%s%s", shown,
              d->rule->name, d->ic->name,
-             d->rule->require_ca_match ? " (require_ca_match)" : "");
+             d->rule->require_ca_match ? " (require_ca_match)" : "",
+             d->rule->abort_unavailable ? " (on_unavailable = abort: the handshake fails "
+                                          "when the identity cannot be used)"
+                                        : "");
     for (size_t i = 0; i < d->rule->npatterns; i++) {
         const struct shim_pattern *p = &d->rule->patterns[i];
 
