@@ -596,13 +596,18 @@ OSSL_LIB_CTX *tool_libctx(const char *provider_path)
         tool_ossl_err("cannot create a library context");
         return NULL;
     }
-    if (OSSL_PROVIDER_load(lc, provider_path) == NULL) {
-        tool_ossl_err("cannot load the provider %s", provider_path);
+    /*
+     * default first: libssl keeps a TLS group only if fetching its key type ("EC") gives
+     * the provider that announced the group, and the first provider loaded wins that
+     * fetch. With p11mtls first, P-256 and friends vanish from the ClientHello.
+     */
+    if (OSSL_PROVIDER_load(lc, "default") == NULL) {
+        tool_ossl_err("cannot load OpenSSL's default provider");
         OSSL_LIB_CTX_free(lc);
         return NULL;
     }
-    if (OSSL_PROVIDER_load(lc, "default") == NULL) {
-        tool_ossl_err("cannot load OpenSSL's default provider");
+    if (OSSL_PROVIDER_load(lc, provider_path) == NULL) {
+        tool_ossl_err("cannot load the provider %s", provider_path);
         OSSL_LIB_CTX_free(lc);
         return NULL;
     }

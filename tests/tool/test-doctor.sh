@@ -9,7 +9,7 @@ fx_workdir tool-doctor
 fx_token || skip_all "token fixture could not be built"
 fx_ca || skip_all "CA fixture could not be built"
 unset P11MTLS_CONF P11MTLS_DEBUG
-plan 46
+plan 50
 
 # conf OUT [KEY=VALUE...]: a shim configuration for the token key p256 and the
 # fixture chain, matching localhost; KEY=VALUE pairs replace identity lines.
@@ -76,6 +76,10 @@ doctor "healthy setup: exit 0" 0 --config "$WORK/good.conf" "localhost:$good"
 out_has "every step is ok" "^result: 0 checks failed, 0 warnings$"
 out_has "the server accepted the identity" "^ok +handshake +the identity was presented and accepted"
 is "s_server saw the token identity" "$(fx_s_server_peer good)" "CN = device-p256, UID = dev-p256"
+check "s_server with TLS 1.2 only" fx_s_server_start good12 -tls1_2
+doctor "healthy setup over TLS 1.2 (ECDSA server): exit 0" 0 --config "$WORK/good.conf" "localhost:$FX_PORT"
+out_has "...presented and accepted" "^ok +handshake +the identity was presented and accepted"
+is "s_server (TLS 1.2) saw the token identity" "$(fx_s_server_peer good12)" "CN = device-p256, UID = dev-p256"
 doctor "no destination: the identity alone" 0 --config "$WORK/good.conf"
 out_has "...signs through the provider" "^ok +sign "
 
