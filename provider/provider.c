@@ -15,6 +15,7 @@
 #include <openssl/core_names.h>
 #include <openssl/params.h>
 #include <openssl/proverr.h>
+#include <openssl/tls1.h>
 
 #include "p11m_config.h"
 #include "pemuri.h"
@@ -55,12 +56,14 @@ static void prov_raise_at(const P11M_PROV *prov, int reason, const char *file, i
 
 void p11m_prov_raise(const P11M_PROV *prov, int reason, const char *fmt, ...)
 {
+    char msg[512];
     va_list ap;
 
-    p11m_log(1, "error: %s", p11m_reason_string(reason));
     va_start(ap, fmt);
-    prov_vraise(prov, reason, NULL, 0, NULL, fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    p11m_note_error(reason, msg);
+    prov_raise_at(prov, reason, NULL, 0, NULL, "%s", msg);
 }
 
 static void prov_error_sink(void *arg, int reason, const char *file, int line,
@@ -195,8 +198,9 @@ static const OSSL_ALGORITHM prov_keymgmt[] = {
 };
 
 static const OSSL_ALGORITHM prov_signature[] = {
-    {"P11MTLS-RSA", P11M_PROP, p11m_rsa_signature_functions, "RSA signatures on a token"},
-    {"P11MTLS-EC", P11M_PROP, p11m_ecdsa_signature_functions, "ECDSA on a token"},
+    {"P11MTLS-RSA", P11M_PROP, p11m_hashed_signature_functions,
+     "RSA signatures on a token"},
+    {"P11MTLS-EC", P11M_PROP, p11m_hashed_signature_functions, "ECDSA on a token"},
     {"P11MTLS-EDDSA", P11M_PROP, p11m_eddsa_signature_functions, "EdDSA on a token"},
     {NULL, NULL, NULL, NULL},
 };
@@ -243,6 +247,54 @@ static const OSSL_ALGORITHM *prov_query(void *provctx, int operation_id, int *no
     default:
         return NULL;
     }
+}
+
+/* ---- TLS groups ----
+ *
+ * libssl keeps a TLS group only when the provider that advertises it is also the one a
+ * plain fetch of the group's key type returns. Loaded before the default provider, this
+ * provider is the one the "EC" fetch returns, so it advertises the EC groups itself
+ * (keys for them are generated and used by the software provider, see keymgmt.c).
+ */
+struct prov_group {
+    const char *name, *internal;
+    unsigned int id, bits;
+};
+
+static const struct prov_group prov_groups[] = {
+    {"secp256r1", "prime256v1", 23, 128}, {"P-256", "prime256v1", 23, 128},
+    {"secp384r1", "secp384r1", 24, 192},  {"P-384", "secp384r1", 24, 192},
+    {"secp521r1", "secp521r1", 25, 256},  {"P-521", "secp521r1", 25, 256},
+};
+
+static int prov_get_capabilities(void *provctx, const char *capability, OSSL_CALLBACK *cb,
+                                 void *arg)
+{
+    (void) provctx;
+    if (strcmp(capability, "TLS-GROUP") != 0)
+        return 0;
+    for (size_t i = 0; i < sizeof(prov_groups) / sizeof(prov_groups[0]); i++) {
+        const struct prov_group *g = &prov_groups[i];
+        unsigned int id = g->id, bits = g->bits;
+        int min_tls = TLS1_VERSION, max_tls = 0, min_dtls = DTLS1_VERSION, max_dtls = 0;
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_NAME, (char *) g->name, 0),
+            OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_NAME_INTERNAL,
+                                   (char *) g->internal, 0),
+            OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_ALG, "EC", 0),
+            OSSL_PARAM_uint(OSSL_CAPABILITY_TLS_GROUP_ID, &id),
+            OSSL_PARAM_uint(OSSL_CAPABILITY_TLS_GROUP_SECURITY_BITS, &bits),
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MIN_TLS, &min_tls),
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MAX_TLS, &max_tls),
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MIN_DTLS, &min_dtls),
+            OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MAX_DTLS, &max_dtls),
+            OSSL_PARAM_END,
+        };
+
+        if (!cb(params, arg))
+            return 0;
+    }
+    return 1;
 }
 
 /* ---- provider parameters and teardown ---- */
@@ -304,6 +356,7 @@ static const OSSL_DISPATCH prov_functions[] = {
     {OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void)) prov_get_params},
     {OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void)) prov_query},
     {OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void)) prov_get_reason_strings},
+    {OSSL_FUNC_PROVIDER_GET_CAPABILITIES, (void (*)(void)) prov_get_capabilities},
     {0, NULL},
 };
 
@@ -346,6 +399,13 @@ OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     prov->handle = handle;
     prov->libctx = OSSL_LIB_CTX_new_child(handle, in);
     if (prov->libctx == NULL || !prov_configure(prov)) {
+        /* Without config_diagnostics, OpenSSL 3.0 drops a provider that fails to load
+         * without a word: say it once, so a misconfiguration is never silent. */
+        int reason;
+        const char *msg = p11m_last_error(&reason);
+
+        fprintf(stderr, "p11mtls: provider not loaded: %s: %s\n",
+                p11m_reason_string(reason), msg);
         prov_free(prov);
         return 0;
     }

@@ -43,17 +43,21 @@ enum p11m_key_type {
 
 /*
  * A key as OpenSSL sees it: the token object (a private key that signs on the token,
- * or a public key) and its public half as an EVP_PKEY of the default provider, which
- * answers every question about public parameters without touching the token. Keys that
- * OpenSSL imports (public only) have no token object. Reference counted: the store keeps
- * one reference, every EVP_PKEY another.
+ * or a public key) and its public half as an EVP_PKEY of another provider, which
+ * answers every question about public parameters without touching the token.
+ *
+ * A program that loads p11mtls before the default provider gets this keymgmt for every
+ * RSA, EC or EdDSA key it makes (generation, import): such software keys have no token
+ * object, and every operation on them is handed to the software provider unchanged.
+ * Reference counted: the store keeps one reference, every EVP_PKEY another.
  */
 typedef struct p11m_key {
     int refs;
     P11M_PROV *prov;
     enum p11m_key_type type;
-    P11M_OBJ *obj; /* NULL for an imported public key */
-    EVP_PKEY *pub;
+    P11M_OBJ *obj; /* NULL for a software key */
+    EVP_PKEY *pub; /* the public half; for a software key, the whole key */
+    int soft_private;
 } P11M_KEY;
 
 /* The key for a token object, with its public half built from the object's attributes
@@ -81,8 +85,7 @@ extern const OSSL_DISPATCH p11m_rsapss_keymgmt_functions[];
 extern const OSSL_DISPATCH p11m_ec_keymgmt_functions[];
 extern const OSSL_DISPATCH p11m_ed25519_keymgmt_functions[];
 extern const OSSL_DISPATCH p11m_ed448_keymgmt_functions[];
-extern const OSSL_DISPATCH p11m_rsa_signature_functions[];
-extern const OSSL_DISPATCH p11m_ecdsa_signature_functions[];
+extern const OSSL_DISPATCH p11m_hashed_signature_functions[];
 extern const OSSL_DISPATCH p11m_eddsa_signature_functions[];
 extern const OSSL_DISPATCH p11m_text_encoder_functions[];
 

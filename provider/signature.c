@@ -34,6 +34,10 @@ typedef struct sig_ctx {
     int pad;     /* RSA_PKCS1_PADDING or RSA_PKCS1_PSS_PADDING */
     int saltlen; /* RSA_PSS_SALTLEN_* or a length */
     EVP_MD *mgf1_md;
+    /* Verification, and everything on software keys, is done by the key's public half
+     * (the whole key, for software keys) in another provider. */
+    EVP_MD_CTX *dmdctx;
+    EVP_PKEY_CTX *dpctx; /* owned by dmdctx when that exists */
 } SIG_CTX;
 
 /* Digest → PKCS#11 mechanisms. */
@@ -87,6 +91,16 @@ static void sig_reset_message(SIG_CTX *ctx)
     ctx->msg_too_long = 0;
 }
 
+static void sig_delegate_reset(SIG_CTX *ctx)
+{
+    if (ctx->dmdctx != NULL)
+        EVP_MD_CTX_free(ctx->dmdctx);
+    else
+        EVP_PKEY_CTX_free(ctx->dpctx);
+    ctx->dmdctx = NULL;
+    ctx->dpctx = NULL;
+}
+
 static void sig_freectx(void *vctx)
 {
     SIG_CTX *ctx = vctx;
@@ -94,6 +108,7 @@ static void sig_freectx(void *vctx)
     if (ctx == NULL)
         return;
     sig_reset_message(ctx);
+    sig_delegate_reset(ctx);
     EVP_MD_CTX_free(ctx->mdctx);
     EVP_MD_free(ctx->md);
     EVP_MD_free(ctx->mgf1_md);
@@ -110,6 +125,20 @@ static void *sig_dupctx(void *vctx)
     *ctx = *src;
     ctx->mdctx = NULL;
     ctx->msg = NULL;
+    ctx->dmdctx = NULL;
+    ctx->dpctx = NULL;
+    if (src->dmdctx != NULL && ((ctx->dmdctx = EVP_MD_CTX_new()) == NULL ||
+                                !EVP_MD_CTX_copy_ex(ctx->dmdctx, src->dmdctx))) {
+        EVP_MD_CTX_free(ctx->dmdctx);
+        free(ctx);
+        return NULL;
+    }
+    if (ctx->dmdctx != NULL)
+        ctx->dpctx = EVP_MD_CTX_get_pkey_ctx(ctx->dmdctx);
+    else if (src->dpctx != NULL && (ctx->dpctx = EVP_PKEY_CTX_dup(src->dpctx)) == NULL) {
+        free(ctx);
+        return NULL;
+    }
     if (ctx->key != NULL)
         p11m_key_ref(ctx->key);
     if ((ctx->md != NULL && !EVP_MD_up_ref(ctx->md)) ||
@@ -172,8 +201,21 @@ static int sig_init(SIG_CTX *ctx, void *keydata, const char *mdname,
     return sig_set_md(ctx, mdname) && sig_set_ctx_params(ctx, params);
 }
 
+static int sig_soft_sign_init(SIG_CTX *ctx, void *keydata, const OSSL_PARAM params[]);
+static int sig_soft_digest_sign_init(SIG_CTX *ctx, void *keydata, const char *mdname,
+                                     const OSSL_PARAM params[]);
+
+static int sig_is_soft(const void *keydata)
+{
+    const P11M_KEY *key = keydata;
+
+    return key != NULL && key->obj == NULL;
+}
+
 static int sig_sign_init(void *vctx, void *keydata, const OSSL_PARAM params[])
 {
+    if (sig_is_soft(keydata))
+        return sig_soft_sign_init(vctx, keydata, params);
     return sig_init(vctx, keydata, NULL, params);
 }
 
@@ -398,6 +440,11 @@ static int sig_sign(void *vctx, unsigned char *sig, size_t *siglen, size_t sigsi
 {
     SIG_CTX *ctx = vctx;
 
+    if (ctx->dpctx != NULL) {
+        *siglen = sigsize;
+        return EVP_PKEY_sign(ctx->dpctx, sig, siglen, tbs, tbslen) > 0;
+    }
+
     *siglen = p11m_key_max_sig(ctx->key);
     if (sig == NULL)
         return 1;
@@ -416,6 +463,9 @@ static int sig_digest_sign_init(void *vctx, const char *mdname, void *keydata,
                                 const OSSL_PARAM params[])
 {
     SIG_CTX *ctx = vctx;
+
+    if (sig_is_soft(keydata))
+        return sig_soft_digest_sign_init(ctx, keydata, mdname, params);
 
     if (!sig_init(ctx, keydata, mdname, params))
         return 0;
@@ -439,6 +489,8 @@ static int sig_digest_sign_update(void *vctx, const unsigned char *data, size_t 
     SIG_CTX *ctx = vctx;
     unsigned char *m;
 
+    if (ctx->dmdctx != NULL)
+        return EVP_DigestSignUpdate(ctx->dmdctx, data, datalen) > 0;
     if (ctx->mdctx == NULL || !EVP_DigestUpdate(ctx->mdctx, data, datalen))
         return 0;
     if (ctx->msg_too_long)
@@ -464,6 +516,10 @@ static int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen,
     unsigned char h[EVP_MAX_MD_SIZE];
     unsigned int hlen;
 
+    if (ctx->dmdctx != NULL) {
+        *siglen = sigsize;
+        return EVP_DigestSignFinal(ctx->dmdctx, sig, siglen) > 0;
+    }
     *siglen = p11m_key_max_sig(ctx->key);
     if (sig == NULL)
         return 1;
@@ -484,6 +540,10 @@ static int sig_digest_sign(void *vctx, unsigned char *sig, size_t *siglen, size_
 {
     SIG_CTX *ctx = vctx;
 
+    if (ctx->dmdctx != NULL) {
+        *siglen = sigsize;
+        return EVP_DigestSign(ctx->dmdctx, sig, siglen, tbs, tbslen) > 0;
+    }
     *siglen = p11m_key_max_sig(ctx->key);
     if (sig == NULL)
         return 1;
@@ -491,6 +551,94 @@ static int sig_digest_sign(void *vctx, unsigned char *sig, size_t *siglen, size_
         return sig_token_sign(ctx, CKM_EDDSA, tbs, tbslen, sig, siglen, sigsize);
     return sig_digest_sign_update(ctx, tbs, tbslen) &&
            sig_digest_sign_final(ctx, sig, siglen, sigsize);
+}
+
+/* ---- verification, by the public half ---- */
+
+static int sig_verify_key(SIG_CTX *ctx, void *keydata)
+{
+    P11M_KEY *key = keydata;
+
+    sig_delegate_reset(ctx);
+    if (key != NULL) {
+        p11m_key_free(ctx->key);
+        ctx->key = p11m_key_ref(key);
+    }
+    return ctx->key != NULL && ctx->key->pub != NULL;
+}
+
+static int sig_soft_sign_init(SIG_CTX *ctx, void *keydata, const OSSL_PARAM params[])
+{
+    if (!sig_verify_key(ctx, keydata))
+        return 0;
+    ctx->dpctx = EVP_PKEY_CTX_new_from_pkey(ctx->prov->libctx, ctx->key->pub, NOT_US);
+    return ctx->dpctx != NULL && EVP_PKEY_sign_init_ex(ctx->dpctx, params) > 0;
+}
+
+static int sig_soft_digest_sign_init(SIG_CTX *ctx, void *keydata, const char *mdname,
+                                     const OSSL_PARAM params[])
+{
+    if (!sig_verify_key(ctx, keydata) || (ctx->dmdctx = EVP_MD_CTX_new()) == NULL)
+        return 0;
+    if (mdname != NULL && *mdname == '\0')
+        mdname = NULL;
+    return EVP_DigestSignInit_ex(ctx->dmdctx, &ctx->dpctx, mdname, ctx->prov->libctx,
+                                 NOT_US, ctx->key->pub, params) > 0;
+}
+
+static int sig_verify_init(void *vctx, void *keydata, const OSSL_PARAM params[])
+{
+    SIG_CTX *ctx = vctx;
+
+    if (!sig_verify_key(ctx, keydata))
+        return 0;
+    ctx->dpctx = EVP_PKEY_CTX_new_from_pkey(ctx->prov->libctx, ctx->key->pub, NOT_US);
+    return ctx->dpctx != NULL && EVP_PKEY_verify_init_ex(ctx->dpctx, params) > 0;
+}
+
+static int sig_verify(void *vctx, const unsigned char *sig, size_t siglen,
+                      const unsigned char *tbs, size_t tbslen)
+{
+    SIG_CTX *ctx = vctx;
+
+    return ctx->dpctx != NULL &&
+           EVP_PKEY_verify(ctx->dpctx, sig, siglen, tbs, tbslen) > 0;
+}
+
+static int sig_digest_verify_init(void *vctx, const char *mdname, void *keydata,
+                                  const OSSL_PARAM params[])
+{
+    SIG_CTX *ctx = vctx;
+
+    if (!sig_verify_key(ctx, keydata) || (ctx->dmdctx = EVP_MD_CTX_new()) == NULL)
+        return 0;
+    if (mdname != NULL && *mdname == '\0')
+        mdname = NULL;
+    return EVP_DigestVerifyInit_ex(ctx->dmdctx, &ctx->dpctx, mdname, ctx->prov->libctx,
+                                   NOT_US, ctx->key->pub, params) > 0;
+}
+
+static int sig_digest_verify_update(void *vctx, const unsigned char *data, size_t len)
+{
+    SIG_CTX *ctx = vctx;
+
+    return ctx->dmdctx != NULL && EVP_DigestVerifyUpdate(ctx->dmdctx, data, len) > 0;
+}
+
+static int sig_digest_verify_final(void *vctx, const unsigned char *sig, size_t siglen)
+{
+    SIG_CTX *ctx = vctx;
+
+    return ctx->dmdctx != NULL && EVP_DigestVerifyFinal(ctx->dmdctx, sig, siglen) > 0;
+}
+
+static int sig_digest_verify(void *vctx, const unsigned char *sig, size_t siglen,
+                             const unsigned char *tbs, size_t tbslen)
+{
+    SIG_CTX *ctx = vctx;
+
+    return ctx->dmdctx != NULL &&
+           EVP_DigestVerify(ctx->dmdctx, sig, siglen, tbs, tbslen) > 0;
 }
 
 /* ---- parameters ---- */
@@ -532,6 +680,8 @@ static int sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
     SIG_CTX *ctx = vctx;
     OSSL_PARAM *p;
 
+    if (ctx->dpctx != NULL)
+        return EVP_PKEY_CTX_get_params(ctx->dpctx, params);
     if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_ALGORITHM_ID)) != NULL &&
         ctx->key != NULL) {
         unsigned char *der = NULL;
@@ -628,6 +778,8 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 
     if (params == NULL)
         return 1;
+    if (ctx->dpctx != NULL)
+        return EVP_PKEY_CTX_set_params(ctx->dpctx, params);
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_DIGEST)) != NULL &&
         (!OSSL_PARAM_get_utf8_string_ptr(p, &s) || !sig_set_md(ctx, s)))
         return 0;
@@ -665,31 +817,47 @@ static const OSSL_PARAM *sig_settable_ctx_params(void *vctx, void *provctx)
     return settable;
 }
 
-#define SIG_COMMON                                                                       \
-    {OSSL_FUNC_SIGNATURE_NEWCTX, (void (*)(void)) sig_newctx},                           \
-        {OSSL_FUNC_SIGNATURE_FREECTX, (void (*)(void)) sig_freectx},                     \
-        {OSSL_FUNC_SIGNATURE_DUPCTX, (void (*)(void)) sig_dupctx},                       \
-        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_INIT, (void (*)(void)) sig_digest_sign_init},   \
-        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN, (void (*)(void)) sig_digest_sign},             \
-        {OSSL_FUNC_SIGNATURE_GET_CTX_PARAMS, (void (*)(void)) sig_get_ctx_params},       \
-        {OSSL_FUNC_SIGNATURE_GETTABLE_CTX_PARAMS,                                        \
-         (void (*)(void)) sig_gettable_ctx_params},                                      \
-        {OSSL_FUNC_SIGNATURE_SET_CTX_PARAMS, (void (*)(void)) sig_set_ctx_params},       \
+#define FN(id, fn)                                                                       \
     {                                                                                    \
-        OSSL_FUNC_SIGNATURE_SETTABLE_CTX_PARAMS,                                         \
-            (void (*)(void)) sig_settable_ctx_params                                     \
+        OSSL_FUNC_SIGNATURE_##id, (void (*)(void)) fn                                    \
     }
 
-#define SIG_HASHED                                                                       \
-    {OSSL_FUNC_SIGNATURE_SIGN_INIT, (void (*)(void)) sig_sign_init},                     \
-        {OSSL_FUNC_SIGNATURE_SIGN, (void (*)(void)) sig_sign},                           \
-        {OSSL_FUNC_SIGNATURE_DIGEST_SIGN_UPDATE,                                         \
-         (void (*)(void)) sig_digest_sign_update},                                       \
-    {                                                                                    \
-        OSSL_FUNC_SIGNATURE_DIGEST_SIGN_FINAL, (void (*)(void)) sig_digest_sign_final    \
-    }
+/* RSA and ECDSA: hash (or hash-and-sign) then sign, plus signing a prepared hash. */
+const OSSL_DISPATCH p11m_hashed_signature_functions[] = {
+    FN(NEWCTX, sig_newctx),
+    FN(FREECTX, sig_freectx),
+    FN(DUPCTX, sig_dupctx),
+    FN(SIGN_INIT, sig_sign_init),
+    FN(SIGN, sig_sign),
+    FN(DIGEST_SIGN_INIT, sig_digest_sign_init),
+    FN(DIGEST_SIGN_UPDATE, sig_digest_sign_update),
+    FN(DIGEST_SIGN_FINAL, sig_digest_sign_final),
+    FN(DIGEST_SIGN, sig_digest_sign),
+    FN(VERIFY_INIT, sig_verify_init),
+    FN(VERIFY, sig_verify),
+    FN(DIGEST_VERIFY_INIT, sig_digest_verify_init),
+    FN(DIGEST_VERIFY_UPDATE, sig_digest_verify_update),
+    FN(DIGEST_VERIFY_FINAL, sig_digest_verify_final),
+    FN(DIGEST_VERIFY, sig_digest_verify),
+    FN(GET_CTX_PARAMS, sig_get_ctx_params),
+    FN(GETTABLE_CTX_PARAMS, sig_gettable_ctx_params),
+    FN(SET_CTX_PARAMS, sig_set_ctx_params),
+    FN(SETTABLE_CTX_PARAMS, sig_settable_ctx_params),
+    {0, NULL},
+};
 
-const OSSL_DISPATCH p11m_rsa_signature_functions[] = {SIG_COMMON, SIG_HASHED, {0, NULL}};
-const OSSL_DISPATCH p11m_ecdsa_signature_functions[] = {
-    SIG_COMMON, SIG_HASHED, {0, NULL}};
-const OSSL_DISPATCH p11m_eddsa_signature_functions[] = {SIG_COMMON, {0, NULL}};
+/* EdDSA signs the message itself, in one call. */
+const OSSL_DISPATCH p11m_eddsa_signature_functions[] = {
+    FN(NEWCTX, sig_newctx),
+    FN(FREECTX, sig_freectx),
+    FN(DUPCTX, sig_dupctx),
+    FN(DIGEST_SIGN_INIT, sig_digest_sign_init),
+    FN(DIGEST_SIGN, sig_digest_sign),
+    FN(DIGEST_VERIFY_INIT, sig_digest_verify_init),
+    FN(DIGEST_VERIFY, sig_digest_verify),
+    FN(GET_CTX_PARAMS, sig_get_ctx_params),
+    FN(GETTABLE_CTX_PARAMS, sig_gettable_ctx_params),
+    FN(SET_CTX_PARAMS, sig_set_ctx_params),
+    FN(SETTABLE_CTX_PARAMS, sig_settable_ctx_params),
+    {0, NULL},
+};

@@ -156,12 +156,17 @@ void p11m_set_error_sink(p11m_error_sink_fn *fn, void *arg)
     error_sink_arg = arg;
 }
 
-static void error_emit(int reason, const char *file, int line, const char *func,
-                       const char *msg)
+void p11m_note_error(int reason, const char *msg)
 {
     last_reason = reason;
     snprintf(last_msg, sizeof(last_msg), "%s", msg);
     p11m_log(1, "error: %s: %s", p11m_reason_string(reason), msg);
+}
+
+static void error_emit(int reason, const char *file, int line, const char *func,
+                       const char *msg)
+{
+    p11m_note_error(reason, msg);
     if (error_sink != NULL)
         error_sink(error_sink_arg, reason, file, line, func, msg);
 }

@@ -618,7 +618,13 @@ CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size
         }
         break;
     }
-    if (rv != CKR_OK && rv != P11M_CKR_RAISED)
+    if (rv == CKR_ARGUMENTS_BAD || rv == CKR_MECHANISM_PARAM_INVALID)
+        p11m_raise(P11M_R_MECHANISM,
+                   "signing with '%s': the token refused the mechanism parameters "
+                   "(mechanism 0x%lx): C_Sign: %s",
+                   p11m_obj_label(key), (unsigned long) mech->mechanism,
+                   p11m_ckr_name(rv));
+    else if (rv != CKR_OK && rv != P11M_CKR_RAISED)
         p11m_raise_ckr(rv, "C_Sign", "signing with '%s'", p11m_obj_label(key));
     return rv;
 }

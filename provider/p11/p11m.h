@@ -67,6 +67,9 @@ void p11m_raise_ckr_(CK_RV rv, const char *fn, const char *file, int line,
                      const char *func, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 const char *p11m_last_error(int *reason);
+/* Records reason/msg as the thread's last error and logs it, without the sink (for
+ * callers that raise through their own channel). */
+void p11m_note_error(int reason, const char *msg);
 
 /*
  * Debug log: level 0 off, 1 decisions and errors, 2 every PKCS#11 call. Set from
