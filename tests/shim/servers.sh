@@ -27,7 +27,8 @@ sh_token_conf "$WORK/nginx-shim.conf" p256 "*"
 sed -i "s|^log = .*|log = file:$WORK/nginx-shim.log|; s|^log_level = .*|log_level = debug|" \
     "$WORK/nginx-shim.conf"
 # lib.sh keeps preloads away from servers; this one server gets the shim on purpose.
-FX__SERVER_ENV=(env -u OPENSSL_CONF -u OPENSSL_MODULES "LD_PRELOAD=$P11M_PRELOAD"
+FX__SERVER_ENV=(env -u OPENSSL_CONF -u OPENSSL_MODULES
+    "LD_PRELOAD=${P11M_ASAN_PRELOAD:+$P11M_ASAN_PRELOAD:}$P11M_PRELOAD"
     "P11MTLS_CONF=$WORK/nginx-shim.conf" "P11MTLS_PROVIDER=$P11M_PROVIDER")
 fx_nginx_start shimmed on
 NS=$FX_NGINX_PORT
