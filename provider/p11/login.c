@@ -117,7 +117,8 @@ static int login_do(P11M_TOKEN *tok, CK_USER_TYPE user, CK_SESSION_HANDLE sess,
     if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
         return 1;
     if (p11m_ckr_reason(rv) == P11M_R_PIN_INCORRECT) {
-        login_set(tok, 0, 1);
+        login_set(tok, 0,
+                  user == CKU_USER); /* a wrong SO PIN says nothing of the user's */
         p11m_raise_ckr(rv, "C_Login",
                        "token '%s' refused the PIN; it will not be tried again by this "
                        "process",
@@ -171,6 +172,13 @@ int p11m_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li)
     if (ok)
         p11m_log(1, "logged in to token '%s'", label);
     return ok;
+}
+
+int p11m_logged_in(P11M_TOKEN *tok)
+{
+    int refused;
+
+    return login_state(tok, &refused);
 }
 
 void p11m_login_lost(P11M_TOKEN *tok)

@@ -434,7 +434,8 @@ static int find_private(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE
 {
     int n = find_class(run, tok, sess, CKO_PRIVATE_KEY, CKO_PRIVATE_KEY);
 
-    if (n != 0 || !explicit || run->stop)
+    /* Logged in, the search above saw every private key: no stand-ins. */
+    if (n != 0 || !explicit || run->stop || p11m_logged_in(tok))
         return n;
     n = find_class(run, tok, sess, CKO_PUBLIC_KEY, CKO_PRIVATE_KEY);
     if (n == 0)
@@ -583,6 +584,8 @@ static CK_RV sign_once(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *i
         p11m_session_put(tok, sess, CKR_OK);
         return rv;
     }
+    p11m_log(2, "signing with '%s', mechanism 0x%lx", p11m_obj_label(key),
+             (unsigned long) mech->mechanism);
     rv = P11M_CALL(tok->mod, C_SignInit, sess, mech, h);
     if (rv == CKR_OK && key->always_auth && !p11m_login_context(tok, sess, &key->li))
         rv = P11M_CKR_RAISED;

@@ -198,6 +198,8 @@ void p11m_session_close(P11M_TOKEN *tok, CK_SESSION_HANDLE sess);
  * held while the PIN callback runs. 1 on success, 0 (raised) otherwise.
  */
 int p11m_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li);
+/* Whether this process is logged in to tok (as far as it knows). */
+int p11m_logged_in(P11M_TOKEN *tok);
 /* Forgets the logged-in state (after CKR_USER_NOT_LOGGED_IN) so the next p11m_login logs
  * in again. A refused PIN stays refused. */
 void p11m_login_lost(P11M_TOKEN *tok);
@@ -211,9 +213,9 @@ unsigned long p11m_login_count(void);
 /*
  * An object on a token, found by URI. The object keeps what is needed to find it again
  * (class, CKA_ID, label) so that after fork or token re-insertion its handle is refreshed
- * transparently. Private keys are found without a login when their public half or
- * certificate (same CKA_ID) is visible; the handle is then looked up at first use, after
- * login.
+ * transparently. Before login, a private key is found through its public half or
+ * certificate (same CKA_ID), and its handle is looked up at first use, after login; once
+ * logged in, only private keys that are really there are found.
  */
 typedef struct p11m_obj P11M_OBJ;
 

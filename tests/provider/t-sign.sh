@@ -1,0 +1,68 @@
+#!/bin/bash
+# Every signature scheme and key type, signed on the token and verified by the
+# default provider with the public key; CSRs and CMS made with token keys.
+source "$(dirname "$0")/common.sh"
+fx_workdir provider-sign
+fx_token && fx_ca || skip_all "fixtures could not be built"
+prov_conf
+echo "the message to sign" >msg.txt
+
+# sign_verify DESC KEY MD [SIGOPTS...]: dgst -sign on the token, -verify in software.
+sign_verify() {
+    local desc=$1 key=$2 md=$3 opts=()
+    shift 3
+    for o in "$@"; do opts+=(-sigopt "$o"); done
+    if osl dgst "-$md" "${opts[@]}" -sign "$(key_uri "$key")" -out sig.bin msg.txt 2>err.txt &&
+        OPENSSL_CONF=/dev/null openssl dgst "-$md" "${opts[@]}" -verify "$(pub_pem "$key")" \
+            -signature sig.bin msg.txt >/dev/null 2>>err.txt; then
+        ok "$desc"
+    else
+        fail "$desc" "$(tail -3 err.txt)"
+    fi
+}
+
+for key in rsa2048 rsa3072; do
+    for md in sha1 sha224 sha256 sha384 sha512; do
+        sign_verify "$key PKCS#1 v1.5 $md" $key $md
+    done
+    for salt in digest max 20; do
+        sign_verify "$key PSS sha256 salt $salt" $key sha256 rsa_padding_mode:pss "rsa_pss_saltlen:$salt"
+    done
+    sign_verify "$key PSS sha384, MGF1 sha384 set explicitly" $key sha384 rsa_padding_mode:pss rsa_pss_saltlen:digest rsa_mgf1_md:sha384
+done
+for key in p256 p384; do
+    for md in sha256 sha384 sha512; do sign_verify "$key ECDSA $md" $key $md; done
+done
+if osl pkeyutl -sign -rawin -inkey "$(key_uri ed25519)" -in msg.txt -out sig.bin 2>err.txt &&
+    OPENSSL_CONF=/dev/null openssl pkeyutl -verify -rawin -pubin -inkey "$(pub_pem ed25519)" \
+        -in msg.txt -sigfile sig.bin >/dev/null 2>>err.txt; then
+    ok "ed25519 EdDSA"
+else
+    fail "ed25519 EdDSA" "$(tail -3 err.txt)"
+fi
+
+# EVP_PKEY_sign over a hash computed elsewhere (pkeyutl without -rawin).
+openssl dgst -sha256 -binary msg.txt >hash.bin
+for key in rsa2048 p256; do
+    check "$key signs a precomputed SHA-256 hash" \
+        osl pkeyutl -sign -inkey "$(key_uri "$key")" -pkeyopt digest:sha256 -in hash.bin -out hsig.bin
+    check "... which verifies" env OPENSSL_CONF=/dev/null openssl pkeyutl -verify -pubin \
+        -inkey "$(pub_pem "$key")" -pkeyopt digest:sha256 -in hash.bin -sigfile hsig.bin
+done
+
+for key in "${KEYS[@]}"; do
+    check "openssl req: CSR signed by $key" osl req -new -key "$(key_uri "$key")" \
+        -subj "/CN=device-$key/UID=dev-$key" -out "req-$key.pem"
+    check "... its self-signature verifies" env OPENSSL_CONF=/dev/null openssl req -verify \
+        -noout -in "req-$key.pem"
+done
+
+out=$(osl dgst -sha384 -sigopt rsa_padding_mode:pss -sigopt rsa_mgf1_md:sha256 \
+    -sign "$(key_uri rsa2048)" -out sig.bin msg.txt 2>&1)
+like "PSS parameters the token refuses (SoftHSM: MGF1 != hash) give a clear error" "$out" \
+    "mechanism not supported by the token.*refused the mechanism parameters"
+check "CMS signed with the p256 token key and its certificate" osl cms -sign -nodetach -in msg.txt \
+    -signer "$(dev_cert p256)" -inkey "$(key_uri p256)" -out msg.cms -outform PEM
+check "... verifies against the dev CA" env OPENSSL_CONF=/dev/null openssl cms -verify \
+    -in msg.cms -inform PEM -CAfile "$FX_CA_CHAIN" -purpose any -out /dev/null
+finish
