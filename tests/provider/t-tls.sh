@@ -48,7 +48,7 @@ like "TLS 1.3 with RSA signed with an RSA-PSS mechanism" "$(grep mechanism pss-d
 fx_s_server_start ecdhe -tls1_2 -groups P-256 >/dev/null || true
 echo hello | OPENSSL_CONF=/dev/null osl s_client -provider-path "$PROV_DIR" -provider p11mtls \
     -provider default -connect "127.0.0.1:$FX_PORT" -tls1_2 -groups P-256 -CAfile "$FX_CA_ROOT" \
-    -key "$(key_uri p256)?pin-source=file:$FX_PIN_FILE" -cert "$(dev_cert p256)" >ecdhe.log 2>&1
+    -key "$(key_uri p256)?pin-source=file:$FX_PIN_FILE" -cert "$(dev_cert p256)" >ecdhe-client.log 2>&1
 is "ECDHE P-256 still uses software keys with p11mtls loaded first" "$(fx_s_server_peer ecdhe)" \
     "$(fx_cert_subject "$(dev_cert p256)")"
 finish
