@@ -93,7 +93,8 @@ static void identity_init(void)
         pthread_mutex_init(&slots[i].lock, NULL);
         pthread_cond_init(&slots[i].done, NULL);
     }
-    nslots = c->nids;
+    /* release: shim_identity_owns() may look at the slots from another thread */
+    __atomic_store_n(&nslots, c->nids, __ATOMIC_RELEASE);
     pthread_atfork(identity_prefork, identity_postfork_parent, identity_postfork_child);
     identity_libctx = lc;
 }
@@ -410,7 +411,9 @@ const struct shim_identity *shim_identity_get(const struct shim_conf *c, size_t 
 
 bool shim_identity_owns(const X509 *cert)
 {
-    for (size_t i = 0; i < nslots; i++)
+    size_t n = __atomic_load_n(&nslots, __ATOMIC_ACQUIRE);
+
+    for (size_t i = 0; i < n; i++)
         if (__atomic_load_n(&slots[i].state, __ATOMIC_ACQUIRE) == SLOT_READY &&
             slots[i].id.cert == cert)
             return true;

@@ -12,6 +12,7 @@ struct shim_ossl shim_fn;
 
 static pthread_once_t ossl_once = PTHREAD_ONCE_INIT;
 static bool ossl_ok;
+static void *ossl_handle; /* the program's libssl, even if something was missing */
 
 /*
  * The libssl that defines SSL_CTX_new_ex@OPENSSL_3.0.0. RTLD_NEXT finds it when libssl
@@ -49,6 +50,7 @@ static void ossl_resolve(void)
 
     if (!ok)
         return;
+    ossl_handle = h;
 #define SHIM_OSSL_REQ(name)                                                              \
     shim_fn.name = (__typeof__(shim_fn.name)) dlvsym(h, #name, SHIM_OSSL_VERSION);       \
     ok = ok && shim_fn.name != NULL;
@@ -69,9 +71,21 @@ bool shim_ossl_ready(void)
     return ossl_ok;
 }
 
+/*
+ * The function a hook stands in for when the shim cannot work: OpenSSL 3's, found the
+ * same way as in ossl_resolve (python's libssl is not in the global scope), else
+ * whatever comes next (an unversioned definition, e.g. GnuTLS' compatibility layer).
+ */
 void *shim_ossl_next(const char *name)
 {
-    return dlsym(RTLD_NEXT, name);
+    void *fn = dlvsym(RTLD_NEXT, name, SHIM_OSSL_VERSION);
+
+    shim_ossl_ready();
+    if (fn == NULL && ossl_handle != NULL)
+        fn = dlvsym(ossl_handle, name, SHIM_OSSL_VERSION);
+    if (ossl_is_self(fn))
+        fn = NULL;
+    return fn != NULL ? fn : dlsym(RTLD_NEXT, name);
 }
 
 void shim_ossl_error_text(char *buf, size_t len, bool detail)
