@@ -85,6 +85,19 @@ export SHIM_TEST_PIN=$FX_PIN
 expect "pin_source env:NAME" "$DEVICE" "presented" sh_curl "$URL"
 unset SHIM_TEST_PIN
 
+# provider parameters from an application-style openssl.cnf: here the PKCS#11 module
+# (SoftHSM directly instead of the p11-kit proxy) and the PIN source
+fx_provider_cnf "$WORK/openssl-p11mtls.cnf" "$FX_SOFTHSM_MODULE"
+SH_PIN_SOURCE=none SH_MAIN_EXTRA="provider_config = $WORK/openssl-p11mtls.cnf" \
+    sh_conf "$WORK/shim.conf" "$KEY" "$CERT" "localhost"
+expect "provider_config: module and PIN source from the provider section" "$DEVICE" \
+    "presented" sh_curl "$URL"
+SH_PIN_SOURCE=none SH_MAIN_EXTRA="provider_params = pp
+[pp]
+pkcs11-module = /nonexistent/module.so" sh_conf "$WORK/shim.conf" "$KEY" "$CERT" "localhost"
+expect "provider_params: a bad module path reaches the provider" "$NONE" \
+    "not presented: .*nonexistent/module.so" sh_curl "$URL"
+
 # unavailable CASE KEY CERT LOG_REGEX: continue, then abort (TLS 1.3 and 1.2).
 unavailable() {
     local what=$1 key=$2 cert=$3 why=$4
