@@ -4,7 +4,8 @@
 # Not root: prints the apt-get command to run and fails.
 
 p11m_ensure_deps() {
-    local list missing
+    local list
+    local -a want missing
     list="$(dirname "${BASH_SOURCE[0]}")/packages.txt"
     mapfile -t want < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "$list")
     # dpkg-query prints one status line per known package; unknown ones go to stderr.
