@@ -149,6 +149,11 @@ static p11m_error_sink_fn *error_sink;
 static void *error_sink_arg;
 static __thread char last_msg[512];
 static __thread int last_reason;
+static __thread int hold_depth;
+static __thread struct {
+    int reason, line, valid;
+    const char *file, *func;
+} held;
 
 void p11m_set_error_sink(p11m_error_sink_fn *fn, void *arg)
 {
@@ -167,6 +172,14 @@ static void error_emit(int reason, const char *file, int line, const char *func,
                        const char *msg)
 {
     p11m_note_error(reason, msg);
+    if (hold_depth > 0) {
+        held.reason = reason;
+        held.file = file;
+        held.line = line;
+        held.func = func;
+        held.valid = 1;
+        return;
+    }
     if (error_sink != NULL)
         error_sink(error_sink_arg, reason, file, line, func, msg);
 }
@@ -201,4 +214,19 @@ const char *p11m_last_error(int *reason)
     if (reason != NULL)
         *reason = last_reason;
     return last_msg;
+}
+
+void p11m_error_hold(void)
+{
+    hold_depth++;
+}
+
+void p11m_error_release(int emit)
+{
+    if (hold_depth == 0 || --hold_depth > 0)
+        return;
+    if (emit && held.valid && error_sink != NULL)
+        error_sink(error_sink_arg, held.reason, held.file, held.line, held.func,
+                   last_msg);
+    held.valid = 0;
 }

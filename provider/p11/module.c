@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <p11-kit/p11-kit.h>
 
@@ -28,9 +29,12 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void module_atfork_child(void)
 {
-    /* Only a counter: PKCS#11 work in an atfork handler can deadlock (p11-kit, #156). */
+    /* Only counters and locks: PKCS#11 work in an atfork handler can deadlock (p11-kit).
+     */
     __atomic_add_fetch(&fork_generation, 1, __ATOMIC_SEQ_CST);
     pthread_mutex_init(&modules_lock, NULL);
+    for (size_t i = 0; i < n_modules; i++)
+        pthread_rwlock_init(&modules[i]->use_lock, NULL);
 }
 
 static void module_register_atfork(void)
@@ -109,6 +113,7 @@ static P11M_MODULE *module_load(const char *path, const char *init_args)
 
     if (mod == NULL)
         return NULL;
+    pthread_rwlock_init(&mod->use_lock, NULL);
     mod->path = strdup(path);
     mod->init_args = init_args != NULL ? strdup(init_args) : NULL;
     if (mod->path == NULL || (init_args != NULL && mod->init_args == NULL))
@@ -176,4 +181,47 @@ CK_RV p11m_module_check_fork(P11M_MODULE *mod)
     }
     pthread_mutex_unlock(&modules_lock);
     return rv;
+}
+
+void p11m_module_enter(P11M_MODULE *mod)
+{
+    pthread_rwlock_rdlock(&mod->use_lock);
+}
+
+void p11m_module_leave(P11M_MODULE *mod)
+{
+    pthread_rwlock_unlock(&mod->use_lock);
+}
+
+static long long module_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int p11m_module_reinit(P11M_MODULE *mod)
+{
+    long long now = module_now_ms();
+    int done = 0;
+
+    struct timespec deadline;
+
+    if (now - __atomic_load_n(&mod->last_reinit_ms, __ATOMIC_RELAXED) < 1000)
+        return 0;
+    /* Other threads may keep the module busy: give up rather than stall the caller. */
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 2;
+    if (pthread_rwlock_timedwrlock(&mod->use_lock, &deadline) != 0)
+        return 0;
+    if (now - mod->last_reinit_ms >= 1000) {
+        mod->last_reinit_ms = now;
+        p11m_log(1, "re-initialising %s to look for tokens again", mod->path);
+        P11M_CALL(mod, C_Finalize, NULL);
+        done = module_initialize(mod) == CKR_OK;
+        __atomic_add_fetch(&mod->epoch, 1, __ATOMIC_RELEASE);
+    }
+    pthread_rwlock_unlock(&mod->use_lock);
+    return done;
 }

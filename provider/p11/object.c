@@ -493,6 +493,11 @@ int p11m_objects_find(P11M_MODULE *mod, const P11M_FIND_ARGS *args, p11m_obj_cb 
         run.li.pin_source = p11_kit_uri_get_pin_source(args->uri);
     if (!p11m_tokens_find(mod, args->uri, &list))
         return -1;
+    /* A module that scans for tokens only at initialisation (SoftHSM2) needs one to see a
+     * token that arrived since: at most once a second. */
+    if (list.n == 0 && p11m_module_reinit(mod) &&
+        !p11m_tokens_find(mod, args->uri, &list))
+        return -1;
     if (list.n == 0) {
         p11m_raise(P11M_R_NO_TOKEN, "no token in %s matches the URI", mod->path);
         return -1;
@@ -601,15 +606,38 @@ static CK_RV sign_once(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *i
     return rv;
 }
 
+/* After the token went away: re-initialise the module and find the token again. Only
+ * between attempts, with no session held (the re-initialisation waits for all of them).
+ */
+static int sign_recover(P11M_TOKEN *tok)
+{
+    return p11m_module_reinit(tok->mod) && p11m_token_revalidate(tok) == CKR_OK;
+}
+
+static int sign_token_lost(CK_RV rv)
+{
+    int reason;
+
+    if (rv == P11M_CKR_RAISED) {
+        p11m_last_error(&reason);
+        return reason == P11M_R_NO_OBJECT || reason == P11M_R_TOKEN_ABSENT;
+    }
+    return p11m_rv_token_gone(rv);
+}
+
 CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size_t inlen,
                 unsigned char *sig, size_t *siglen)
 {
     size_t cap = *siglen;
+    int recovered = 0;
     CK_RV rv = CKR_OK;
 
-    for (int attempt = 0; attempt < 2; attempt++) {
+    p11m_error_hold();
+    for (int attempt = 0; attempt < 3; attempt++) {
         *siglen = cap;
         rv = sign_once(key, mech, in, inlen, sig, siglen);
+        if (rv == CKR_OK)
+            break;
         if (rv == CKR_USER_NOT_LOGGED_IN && attempt == 0) {
             p11m_login_lost(key->tok); /* the token forgot us (idle logout, re-insert) */
             continue;
@@ -618,6 +646,14 @@ CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size
             attempt == 0) {
             obj_forget_handle(key);
             continue;
+        }
+        if (!recovered && sign_token_lost(rv)) {
+            recovered = 1;
+            if (sign_recover(key->tok))
+                continue;
+            p11m_raise(P11M_R_TOKEN_ABSENT, "the token holding '%s' is not present",
+                       p11m_obj_label(key));
+            rv = P11M_CKR_RAISED;
         }
         break;
     }
@@ -629,6 +665,7 @@ CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size
                    p11m_ckr_name(rv));
     else if (rv != CKR_OK && rv != P11M_CKR_RAISED)
         p11m_raise_ckr(rv, "C_Sign", "signing with '%s'", p11m_obj_label(key));
+    p11m_error_release(rv != CKR_OK);
     return rv;
 }
 

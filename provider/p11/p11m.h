@@ -14,6 +14,7 @@
 #ifndef P11M_H
 #define P11M_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -67,6 +68,13 @@ void p11m_raise_ckr_(CK_RV rv, const char *fn, const char *file, int line,
                      const char *func, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 const char *p11m_last_error(int *reason);
+/*
+ * Retry loops hold errors: while held, a raised error is only remembered (the last one);
+ * releasing with emit=1 passes it to the sink, with emit=0 drops it, so an attempt that a
+ * retry made good leaves nothing on the program's error queue.
+ */
+void p11m_error_hold(void);
+void p11m_error_release(int emit);
 /* Records reason/msg as the thread's last error and logs it, without the sink (for
  * callers that raise through their own channel). */
 void p11m_note_error(int reason, const char *msg);
@@ -104,6 +112,11 @@ struct p11m_module {
     char *init_args;
     CK_INFO info;
     unsigned generation; /* fork generation at the last C_Initialize */
+    unsigned epoch;      /* bumped by every re-initialisation */
+    /* Held for reading while a session is checked out (and around slot listing), for
+     * writing while the module is re-initialised: C_Finalize never runs under a call. */
+    pthread_rwlock_t use_lock;
+    long long last_reinit_ms;
 };
 
 /*
@@ -115,6 +128,14 @@ struct p11m_module {
 P11M_MODULE *p11m_module_get(const char *path, const char *init_args);
 /* After fork, re-initialises the module in the child. Cheap when nothing changed. */
 CK_RV p11m_module_check_fork(P11M_MODULE *mod);
+/*
+ * Finalises and initialises the module again, so a module that only scans for tokens at
+ * initialisation (SoftHSM2) sees a token that came back. At most once a second per
+ * module; never call it while holding a session of the module. 1 if it re-initialised.
+ */
+int p11m_module_reinit(P11M_MODULE *mod);
+void p11m_module_enter(P11M_MODULE *mod);
+void p11m_module_leave(P11M_MODULE *mod);
 /* Fork generation: bumped in every child after fork. */
 unsigned p11m_fork_generation(void);
 

@@ -23,6 +23,7 @@ struct p11m_token {
     /* Bumped whenever handles of this token may have gone stale: fork, removal. */
     unsigned epoch;
     unsigned fork_generation;
+    unsigned mod_epoch; /* the module's epoch this entry was last valid in */
     int absent;
     int logged_in;
     int pin_refused;
@@ -32,8 +33,12 @@ struct p11m_token {
     CK_ULONG n_mechs;
 };
 
-/* Drops pooled sessions and login state if the process forked since the last use. */
+/* Drops pooled sessions and login state if the process forked, or the module was
+ * re-initialised, since the last use. */
 void p11m_token_check_fork(P11M_TOKEN *tok);
+/* Makes sure the entry still points at its token (same label and serial), finding it in
+ * another slot if it moved. CKR_OK, or CKR_TOKEN_NOT_PRESENT. */
+CK_RV p11m_token_revalidate(P11M_TOKEN *tok);
 /* Marks the token gone: pool and login forgotten, object handles stale. */
 void p11m_token_mark_absent(P11M_TOKEN *tok);
 unsigned p11m_token_epoch(P11M_TOKEN *tok);

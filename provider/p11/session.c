@@ -11,6 +11,7 @@ CK_RV p11m_session_get(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
 
     if (p11m_module_check_fork(tok->mod) != CKR_OK)
         return P11M_CKR_RAISED;
+    p11m_module_enter(tok->mod);
     p11m_token_check_fork(tok);
     pthread_mutex_lock(&tok->lock);
     if (tok->n_idle > 0) {
@@ -23,6 +24,7 @@ CK_RV p11m_session_get(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
                    sess);
     if (rv == CKR_OK)
         return CKR_OK;
+    p11m_module_leave(tok->mod);
     if (p11m_rv_token_gone(rv)) {
         p11m_token_mark_absent(tok);
         p11m_raise(P11M_R_TOKEN_ABSENT, "token in slot %lu of %s is not present (%s)",
@@ -37,6 +39,7 @@ void p11m_session_put(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, CK_RV last_rv)
 {
     if (p11m_rv_token_gone(last_rv)) {
         p11m_token_mark_absent(tok);
+        p11m_module_leave(tok->mod);
         return;
     }
     if (!p11m_rv_session_dead(last_rv)) {
@@ -49,6 +52,7 @@ void p11m_session_put(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, CK_RV last_rv)
     }
     if (sess != CK_INVALID_HANDLE)
         P11M_CALL(tok->mod, C_CloseSession, sess);
+    p11m_module_leave(tok->mod);
 }
 
 CK_RV p11m_session_open_rw(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
@@ -70,4 +74,5 @@ CK_RV p11m_session_open_rw(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
 void p11m_session_close(P11M_TOKEN *tok, CK_SESSION_HANDLE sess)
 {
     P11M_CALL(tok->mod, C_CloseSession, sess);
+    p11m_module_leave(tok->mod);
 }

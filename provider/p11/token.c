@@ -55,6 +55,12 @@ int p11m_rv_session_dead(CK_RV rv)
            rv == CKR_SESSION_CLOSED || rv == CKR_DEVICE_ERROR;
 }
 
+static int token_same_identity(const CK_TOKEN_INFO *a, const CK_TOKEN_INFO *b)
+{
+    return memcmp(a->label, b->label, sizeof(a->label)) == 0 &&
+           memcmp(a->serialNumber, b->serialNumber, sizeof(a->serialNumber)) == 0;
+}
+
 /* Caller holds tok->lock. */
 static void token_reset_locked(P11M_TOKEN *tok)
 {
@@ -66,14 +72,58 @@ static void token_reset_locked(P11M_TOKEN *tok)
 void p11m_token_check_fork(P11M_TOKEN *tok)
 {
     unsigned gen = p11m_fork_generation();
+    unsigned mod_epoch = __atomic_load_n(&tok->mod->epoch, __ATOMIC_ACQUIRE);
 
-    if (__atomic_load_n(&tok->fork_generation, __ATOMIC_ACQUIRE) == gen)
-        return;
-    /* The parent's locks may have been held at fork time: start the child afresh. */
-    pthread_mutex_init(&tok->lock, NULL);
-    pthread_mutex_init(&tok->login_lock, NULL);
-    token_reset_locked(tok);
-    __atomic_store_n(&tok->fork_generation, gen, __ATOMIC_RELEASE);
+    if (__atomic_load_n(&tok->fork_generation, __ATOMIC_ACQUIRE) != gen) {
+        /* The parent's locks may have been held at fork time: start the child afresh. */
+        pthread_mutex_init(&tok->lock, NULL);
+        pthread_mutex_init(&tok->login_lock, NULL);
+        token_reset_locked(tok);
+        __atomic_store_n(&tok->fork_generation, gen, __ATOMIC_RELEASE);
+    }
+    if (__atomic_load_n(&tok->mod_epoch, __ATOMIC_ACQUIRE) != mod_epoch) {
+        pthread_mutex_lock(&tok->lock);
+        if (tok->mod_epoch != mod_epoch) {
+            token_reset_locked(tok); /* every handle died with the old initialisation */
+            tok->mod_epoch = mod_epoch;
+        }
+        pthread_mutex_unlock(&tok->lock);
+    }
+}
+
+/* Caller holds the module's use lock. */
+static int token_slot_holds(P11M_TOKEN *tok, CK_SLOT_ID slot, CK_TOKEN_INFO *info)
+{
+    return P11M_CALL(tok->mod, C_GetTokenInfo, slot, info) == CKR_OK &&
+           token_same_identity(&tok->info, info);
+}
+
+CK_RV p11m_token_revalidate(P11M_TOKEN *tok)
+{
+    CK_SLOT_ID slots[64];
+    CK_ULONG n = 64;
+    CK_TOKEN_INFO info;
+    CK_RV rv = CKR_TOKEN_NOT_PRESENT;
+
+    p11m_module_enter(tok->mod);
+    if (token_slot_holds(tok, tok->slot, &info)) {
+        rv = CKR_OK;
+    } else if (P11M_CALL(tok->mod, C_GetSlotList, CK_TRUE, slots, &n) == CKR_OK) {
+        for (CK_ULONG i = 0; i < n && rv != CKR_OK; i++) {
+            if (token_slot_holds(tok, slots[i], &info)) {
+                pthread_mutex_lock(&tok->lock);
+                tok->slot = slots[i];
+                token_reset_locked(tok);
+                pthread_mutex_unlock(&tok->lock);
+                rv = CKR_OK;
+            }
+        }
+    }
+    p11m_module_leave(tok->mod);
+    pthread_mutex_lock(&tok->lock);
+    tok->absent = rv != CKR_OK;
+    pthread_mutex_unlock(&tok->lock);
+    return rv;
 }
 
 void p11m_token_mark_absent(P11M_TOKEN *tok)
@@ -106,15 +156,10 @@ static P11M_TOKEN *token_new(P11M_MODULE *mod, CK_SLOT_ID slot, const CK_TOKEN_I
     tok->slot = slot;
     tok->info = *info;
     tok->fork_generation = p11m_fork_generation();
+    tok->mod_epoch = mod->epoch;
     pthread_mutex_init(&tok->lock, NULL);
     pthread_mutex_init(&tok->login_lock, NULL);
     return tok;
-}
-
-static int token_same_identity(const CK_TOKEN_INFO *a, const CK_TOKEN_INFO *b)
-{
-    return memcmp(a->label, b->label, sizeof(a->label)) == 0 &&
-           memcmp(a->serialNumber, b->serialNumber, sizeof(a->serialNumber)) == 0;
 }
 
 /* The registry entry for (mod, slot); a different token now in the slot resets it. */
@@ -197,11 +242,12 @@ int p11m_tokens_find(P11M_MODULE *mod, P11KitUri *uri, P11M_TOKEN_LIST *list)
         return 0;
     if (!p11_kit_uri_match_module_info(uri, &mod->info))
         return 1;
+    p11m_module_enter(mod);
     rv = P11M_CALL(mod, C_GetSlotList, CK_TRUE, NULL, &n);
     if (rv == CKR_OK && n > 0) {
         slots = calloc(n, sizeof(*slots));
         if (slots == NULL)
-            return 0;
+            goto done;
         rv = P11M_CALL(mod, C_GetSlotList, CK_TRUE, slots, &n);
     }
     if (rv != CKR_OK) {
@@ -219,6 +265,7 @@ int p11m_tokens_find(P11M_MODULE *mod, P11KitUri *uri, P11M_TOKEN_LIST *list)
     }
     ok = 1;
 done:
+    p11m_module_leave(mod);
     free(slots);
     if (!ok)
         p11m_token_list_free(list);

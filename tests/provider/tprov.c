@@ -9,6 +9,8 @@
  *   tprov mixed URI                software keys work beside the token key
  *   tprov tls PORT CERT KEY [file] TLS client: cert/key by URI, or key from a PEM file
  *   tprov checks URI CERTFILE      libssl's key checks against the certificate
+ *   tprov loop URI N MS            N attempts MS apart: load the key if not loaded yet,
+ *                                  sign; one line each: "N ok" or "N FAIL <error>"
  *
  * Exit 0 on success; failures print the OpenSSL error queue.
  */
@@ -262,6 +264,30 @@ static int cmd_tls(const char *port, const char *cert_uri, const char *key_arg,
     return !ok;
 }
 
+/* Keeps trying, as a long-running service would, while a test takes the token away. */
+static int cmd_loop(const char *uri, int n, int ms)
+{
+    EVP_PKEY *key = NULL;
+    char err[256];
+
+    setvbuf(stdout, NULL, _IONBF, 0);
+    for (int i = 0; i < n; i++) {
+        int ok;
+
+        if (key == NULL)
+            key = load(uri, OSSL_STORE_INFO_PKEY);
+        ok = key != NULL && sign_verify(key, "loop");
+        err[0] = '\0';
+        if (!ok)
+            ERR_error_string_n(ERR_peek_last_error(), err, sizeof(err));
+        printf("%d %s %s\n", i, ok ? "ok" : "FAIL", err);
+        ERR_clear_error();
+        usleep((useconds_t) ms * 1000);
+    }
+    EVP_PKEY_free(key);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     int rc = 2;
@@ -276,6 +302,8 @@ int main(int argc, char **argv)
         rc = cmd_mixed(argv[2]);
     else if (argc >= 4 && strcmp(argv[1], "checks") == 0)
         rc = cmd_checks(argv[2], argv[3]);
+    else if (argc >= 5 && strcmp(argv[1], "loop") == 0)
+        rc = cmd_loop(argv[2], atoi(argv[3]), atoi(argv[4]));
     else if (argc >= 5 && strcmp(argv[1], "tls") == 0)
         rc =
             cmd_tls(argv[2], argv[3], argv[4], argc >= 6 && strcmp(argv[5], "file") == 0);

@@ -1,0 +1,30 @@
+#!/bin/bash
+# Token faults seen by a long-running program: the token taken away and put back (for
+# SoftHSM2, its token directory moved away and back), and absent when the program
+# starts. Clean errors while it is gone, service resumes when it returns, no crash.
+source "$(dirname "$0")/common.sh"
+fx_workdir provider-faults
+fx_token && fx_ca || skip_all "fixtures could not be built"
+prov_conf
+plan 8
+
+# run_loop OUT N: sign every 200 ms in the background, output in OUT.
+run_loop() { tprov loop "$(key_uri p256)" "$2" 200 >"$1" 2>&1 & LOOP=$!; }
+
+run_loop removed.log 30
+sleep 1.2; mv token token.away; sleep 2; mv token.away token
+wait "$LOOP"; rc=$?
+is "program survives removal and return (exit status)" "$rc" 0
+like "signs before the token goes away" "$(head -1 removed.log)" "^0 ok"
+like "fails cleanly while it is away" "$(grep FAIL removed.log | head -1)" "token not present"
+like "every failure names the absent token" "$(grep FAIL removed.log | grep -vc 'token not present')" "^0$"
+like "signs again once it is back" "$(tail -1 removed.log)" "^29 ok"
+
+mv token token.away
+run_loop absent.log 25
+sleep 1.5; mv token.away token
+wait "$LOOP"; rc=$?
+is "program that started without its token survives" "$rc" 0
+like "... reports it clearly" "$(head -1 absent.log)" "FAIL .*(no token matches the URI|token not present)"
+like "... and works once the token arrives" "$(tail -1 absent.log)" "^24 ok"
+finish
