@@ -42,7 +42,7 @@ else
 fi
 
 # EVP_PKEY_sign over a hash computed elsewhere (pkeyutl without -rawin).
-openssl dgst -sha256 -binary msg.txt >hash.bin
+OPENSSL_CONF=/dev/null openssl dgst -sha256 -binary msg.txt >hash.bin
 for key in rsa2048 p256; do
     check "$key signs a precomputed SHA-256 hash" \
         osl pkeyutl -sign -inkey "$(key_uri "$key")" -pkeyopt digest:sha256 -in hash.bin -out hsig.bin

@@ -35,7 +35,7 @@ NS=$FX_NGINX_PORT
 FX__SERVER_ENV=(env -u LD_PRELOAD -u OPENSSL_CONF -u OPENSSL_MODULES)
 like "nginx runs with the shim preloaded" \
     "$(tr '\0' ' ' <"/proc/$(awk '$2 == "shimmed" { print $1 }' "$WORK/.servers")/environ")" \
-    "LD_PRELOAD=$P11M_PRELOAD"
+    "LD_PRELOAD=([^ ]*:)?$P11M_PRELOAD( |$)"
 sh_client nginx-soft sh_curl --cert "$FX_SOFT_CLIENT_CERT" --key "$FX_SOFT_CLIENT_KEY" \
     "https://localhost:$NS/"
 like "shimmed nginx verifies a software client certificate" "$(cat "$SH_OUT")" \
