@@ -319,7 +319,8 @@ static int sig_check_possible(SIG_CTX *ctx)
 
     sig_mechs(ctx, &raw, &combined);
     if (p11m_token_has_mech(tok, raw) ||
-        (combined != CKM_VENDOR_DEFINED && p11m_token_has_mech(tok, combined)))
+        (combined != CKM_VENDOR_DEFINED && p11m_token_has_mech(tok, combined)) ||
+        (raw == CKM_RSA_PKCS_PSS && p11m_token_has_mech(tok, CKM_RSA_X_509)))
         return 1;
     p11m_prov_raise(ctx->prov, P11M_R_MECHANISM,
                     "token '%s' cannot sign %s (neither mechanism 0x%lx nor 0x%lx)",
@@ -379,6 +380,16 @@ static int sig_ecdsa_to_der(unsigned char *sig, size_t *siglen, size_t sigsize)
     return 1;
 }
 
+static int sig_mech_is_pss(CK_MECHANISM_TYPE mtype)
+{
+    if (mtype == CKM_RSA_PKCS_PSS)
+        return 1;
+    for (size_t i = 0; i < sizeof(md_table) / sizeof(md_table[0]); i++)
+        if (md_table[i].rsa_pss == mtype)
+            return 1;
+    return 0;
+}
+
 static int sig_token_sign(SIG_CTX *ctx, CK_MECHANISM_TYPE mtype, const unsigned char *in,
                           size_t inlen, unsigned char *sig, size_t *siglen,
                           size_t sigsize)
@@ -388,7 +399,7 @@ static int sig_token_sign(SIG_CTX *ctx, CK_MECHANISM_TYPE mtype, const unsigned 
     unsigned char buf[MAX_SIG];
     size_t len = sizeof(buf);
 
-    if (ctx->pad == RSA_PKCS1_PSS_PADDING && ctx->key->type <= P11M_KEY_RSA_PSS) {
+    if (sig_mech_is_pss(mtype)) {
         if (!sig_pss_params(ctx, &pss))
             return 0;
         mech.pParameter = &pss;
@@ -409,6 +420,36 @@ static int sig_token_sign(SIG_CTX *ctx, CK_MECHANISM_TYPE mtype, const unsigned 
     return 1;
 }
 
+/*
+ * RSA-PSS for tokens that have raw RSA (CKM_RSA_X_509) but no PSS mechanism (older smart
+ * cards), so TLS 1.3 still works with them: the PSS encoding is done here, over the
+ * public half only, and the token does the one private-key operation. OpenSSL 3.0 offers
+ * the encoding only through its RSA API, deprecated but present.
+ */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static int sig_pss_emulate(SIG_CTX *ctx, unsigned char *sig, size_t *siglen,
+                           size_t sigsize, const unsigned char *h)
+{
+    RSA *rsa = EVP_PKEY_get1_RSA(ctx->key->pub);
+    unsigned char em[MAX_SIG];
+    CK_ULONG slen;
+    int emlen = rsa != NULL ? RSA_size(rsa) : 0;
+    int ok = emlen > 0 && emlen <= (int) sizeof(em) && sig_saltlen(ctx, &slen) &&
+             RSA_padding_add_PKCS1_PSS_mgf1(rsa, em, h, ctx->md,
+                                            ctx->mgf1_md != NULL ? ctx->mgf1_md : ctx->md,
+                                            (int) slen) == 1;
+    RSA_free(rsa);
+    if (!ok) {
+        p11m_prov_raise(ctx->prov, P11M_R_INTERNAL, "RSA-PSS encoding failed");
+        return 0;
+    }
+    ok = sig_token_sign(ctx, CKM_RSA_X_509, em, (size_t) emlen, sig, siglen, sigsize);
+    OPENSSL_cleanse(em, sizeof(em));
+    return ok;
+}
+#pragma GCC diagnostic pop
+
 /* Signs a hash already computed (EVP_PKEY_sign, or the end of a digest-sign). */
 static int sig_sign_hash(SIG_CTX *ctx, unsigned char *sig, size_t *siglen, size_t sigsize,
                          const unsigned char *h, size_t hlen)
@@ -419,6 +460,9 @@ static int sig_sign_hash(SIG_CTX *ctx, unsigned char *sig, size_t *siglen, size_
     int ok;
 
     sig_mechs(ctx, &raw, &combined);
+    if (raw == CKM_RSA_PKCS_PSS && !p11m_token_has_mech(sig_token(ctx), raw) &&
+        p11m_token_has_mech(sig_token(ctx), CKM_RSA_X_509) && ctx->md != NULL)
+        return sig_pss_emulate(ctx, sig, siglen, sigsize, h);
     if (!p11m_token_has_mech(sig_token(ctx), raw)) {
         p11m_prov_raise(ctx->prov, P11M_R_MECHANISM,
                         "token has no raw %s mechanism (0x%lx) to sign a prepared hash",

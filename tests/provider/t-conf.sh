@@ -3,7 +3,7 @@
 # openssl.cnf sections, and nginx admitting a device that signs with its token key.
 source "$(dirname "$0")/common.sh"
 fx_workdir provider-conf
-fx_token && fx_ca || skip_all "fixtures could not be built"
+fx_token && fx_ca || bail_out "fixtures could not be built"
 plan 6
 conf="$P11M_SRCDIR/conf"
 

@@ -4,7 +4,7 @@
 # starts. Clean errors while it is gone, service resumes when it returns, no crash.
 source "$(dirname "$0")/common.sh"
 fx_workdir provider-faults
-fx_token && fx_ca || skip_all "fixtures could not be built"
+fx_token && fx_ca || bail_out "fixtures could not be built"
 prov_conf
 plan 8
 

@@ -3,7 +3,7 @@
 # and a wrong PIN that is tried exactly once.
 source "$(dirname "$0")/common.sh"
 fx_workdir provider-robust
-fx_token && fx_ca || skip_all "fixtures could not be built"
+fx_token && fx_ca || bail_out "fixtures could not be built"
 prov_conf
 plan 15
 

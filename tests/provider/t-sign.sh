@@ -3,7 +3,7 @@
 # default provider with the public key; CSRs and CMS made with token keys.
 source "$(dirname "$0")/common.sh"
 fx_workdir provider-sign
-fx_token && fx_ca || skip_all "fixtures could not be built"
+fx_token && fx_ca || bail_out "fixtures could not be built"
 prov_conf
 echo "the message to sign" >msg.txt
 

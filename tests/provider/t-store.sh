@@ -2,7 +2,7 @@
 # OSSL_STORE: listing without a PIN, filters, and a clear error for each bad input.
 source "$(dirname "$0")/common.sh"
 fx_workdir provider-store
-fx_token && fx_ca || skip_all "fixtures could not be built"
+fx_token && fx_ca || bail_out "fixtures could not be built"
 prov_conf debug-level=2 "debug-file=$WORK/debug.log"
 plan 16
 
