@@ -1,0 +1,7 @@
+#!/bin/bash
+# The PKCS#11 core used directly (tcore.c) against a private copy of the fixture token.
+source "$P11M_SRCDIR/tests/fixtures/lib.sh"
+fx_workdir core
+fx_token || bail_out "token fixture could not be built"
+(umask 077 && echo 0000 >bad-pin.txt)
+exec "$P11M_BUILDDIR/tests/core/tcore" "$FX_PIN_FILE" "$WORK/bad-pin.txt"
