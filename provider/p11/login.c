@@ -174,11 +174,19 @@ int p11m_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li)
     return ok;
 }
 
-int p11m_logged_in(P11M_TOKEN *tok)
+int p11m_logged_in(P11M_TOKEN *tok, CK_SESSION_HANDLE sess)
 {
-    int refused;
+    CK_SESSION_INFO si;
+    int refused, in;
 
-    return login_state(tok, &refused);
+    if (!login_state(tok, &refused))
+        return 0;
+    /* The token may have logged us out (idle timeout, another program): ask it. */
+    in = P11M_CALL(tok->mod, C_GetSessionInfo, sess, &si) == CKR_OK &&
+         (si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS);
+    if (!in)
+        login_set(tok, 0, 0);
+    return in;
 }
 
 void p11m_login_lost(P11M_TOKEN *tok)

@@ -435,7 +435,7 @@ static int find_private(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE
     int n = find_class(run, tok, sess, CKO_PRIVATE_KEY, CKO_PRIVATE_KEY);
 
     /* Logged in, the search above saw every private key: no stand-ins. */
-    if (n != 0 || !explicit || run->stop || p11m_logged_in(tok))
+    if (n != 0 || !explicit || run->stop || p11m_logged_in(tok, sess))
         return n;
     n = find_class(run, tok, sess, CKO_PUBLIC_KEY, CKO_PRIVATE_KEY);
     if (n == 0)
@@ -549,7 +549,10 @@ CK_RV p11m_obj_handle(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE *h
     pthread_mutex_unlock(&obj->lock);
     if (cached)
         return CKR_OK;
-    if (obj->cls == CKO_PRIVATE_KEY && !p11m_login(obj->tok, &obj->li))
+    /* Checked on the token, not taken from memory: a token that logged us out shows a
+     * private key's handle as invalid, not as needing a login. */
+    if (obj->cls == CKO_PRIVATE_KEY && !p11m_logged_in(obj->tok, sess) &&
+        !p11m_login(obj->tok, &obj->li))
         return P11M_CKR_RAISED;
     rv = obj_lookup_handle(obj, sess, h);
     if (rv == CKR_OBJECT_HANDLE_INVALID) {

@@ -219,8 +219,8 @@ void p11m_session_close(P11M_TOKEN *tok, CK_SESSION_HANDLE sess);
  * held while the PIN callback runs. 1 on success, 0 (raised) otherwise.
  */
 int p11m_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li);
-/* Whether this process is logged in to tok (as far as it knows). */
-int p11m_logged_in(P11M_TOKEN *tok);
+/* Whether this process is logged in to tok, checked on sess when it believes so. */
+int p11m_logged_in(P11M_TOKEN *tok, CK_SESSION_HANDLE sess);
 /* Forgets the logged-in state (after CKR_USER_NOT_LOGGED_IN) so the next p11m_login logs
  * in again. A refused PIN stays refused. */
 void p11m_login_lost(P11M_TOKEN *tok);
