@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/conf.h>
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/params.h>
 #include <openssl/proverr.h>
 #include <openssl/tls1.h>
@@ -131,6 +133,70 @@ void p11m_prov_login_info(const P11M_PROV *prov, P11M_LOGIN_INFO *li)
 #define PARAM_DEBUG      "debug-level"
 #define PARAM_DEBUG_FILE "debug-file"
 
+/* Keys of a provider section that OpenSSL itself takes. */
+static const char *const prov_known_keys[] = {
+    "module",        "activate",       "identity",  "soft_load",      PARAM_MODULE,
+    PARAM_INIT_ARGS, PARAM_PIN_SOURCE, PARAM_DEBUG, PARAM_DEBUG_FILE, NULL,
+};
+
+static int prov_known_key(const char *name)
+{
+    for (int i = 0; prov_known_keys[i] != NULL; i++)
+        if (strcmp(name, prov_known_keys[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * OpenSSL hands a provider only the parameters it asks for, so a misspelt one would
+ * be ignored without a word. Read our own section of the configuration file in effect
+ * and refuse keys we don't know. Only when that section's module is this very file:
+ * providers loaded from code or another file are not checked.
+ */
+static int prov_check_section(P11M_PROV *prov)
+{
+    char *name = NULL, *modfile = NULL, *file = CONF_get1_default_config_file();
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_CORE_PROV_NAME, &name, 0),
+        OSSL_PARAM_utf8_ptr(OSSL_PROV_PARAM_CORE_MODULE_FILENAME, &modfile, 0),
+        OSSL_PARAM_END,
+    };
+    CONF *conf = NCONF_new(NULL);
+    const char *init, *providers, *section, *module;
+    STACK_OF(CONF_VALUE) *values = NULL;
+    long line;
+    int ok = 1;
+
+    ERR_set_mark(); /* absent keys and files are not errors here */
+    if (file == NULL || conf == NULL || !core_get_params(prov->handle, params) ||
+        name == NULL || modfile == NULL || NCONF_load(conf, file, &line) <= 0 ||
+        (init = NCONF_get_string(conf, NULL, "openssl_conf")) == NULL ||
+        (providers = NCONF_get_string(conf, init, "providers")) == NULL ||
+        (section = NCONF_get_string(conf, providers, name)) == NULL ||
+        (module = NCONF_get_string(conf, section, "module")) == NULL ||
+        strcmp(module, modfile) != 0 ||
+        (values = NCONF_get_section(conf, section)) == NULL)
+        goto done;
+    for (int i = 0; i < sk_CONF_VALUE_num(values) && ok; i++) {
+        const CONF_VALUE *v = sk_CONF_VALUE_value(values, i);
+
+        if (!prov_known_key(v->name)) {
+            p11m_prov_raise(
+                prov, P11M_R_BAD_CONFIG,
+                "%s, section [%s]: unknown parameter '%s' (known: %s, %s, %s, "
+                "%s, %s)",
+                file, section, v->name, PARAM_MODULE, PARAM_INIT_ARGS, PARAM_PIN_SOURCE,
+                PARAM_DEBUG, PARAM_DEBUG_FILE);
+            ok = 0;
+        }
+    }
+done:
+    ERR_pop_to_mark();
+    NCONF_free(conf);
+    OPENSSL_free(file);
+    return ok;
+}
+
 static int prov_dup_param(const char *v, char **out)
 {
     if (v == NULL || *v == '\0')
@@ -154,7 +220,7 @@ static int prov_configure(P11M_PROV *prov)
     char *end;
     long level;
 
-    if (!core_get_params(prov->handle, params))
+    if (!core_get_params(prov->handle, params) || !prov_check_section(prov))
         return 0;
     if (debug != NULL) {
         level = strtol(debug, &end, 10);

@@ -4,7 +4,7 @@ source "$(dirname "$0")/common.sh"
 fx_workdir provider-store
 fx_token && fx_ca || bail_out "fixtures could not be built"
 prov_conf debug-level=2 "debug-file=$WORK/debug.log"
-plan 16
+plan 17
 
 out=$(osl storeutl -noout "$FX_TOKEN_URI" 2>&1)
 like "storeutl lists 5 certificates and 5 public keys" "$out" "Total found: 10"
@@ -36,6 +36,10 @@ like "module-path in the URI overrides the configured module" "$out" "Total foun
 prov_conf debug-level=verbose
 out=$(osl list -providers 2>&1)
 like "unusable provider parameter: clear error at load" "$out" "p11mtls: provider not loaded: bad configuration: debug-level = verbose: expected a number"
+prov_conf "pin_source=file:$FX_PIN_FILE"
+out=$(osl list -providers 2>&1)
+like "misspelt provider parameter: clear error naming it" "$out" \
+    "provider not loaded: bad configuration: .*openssl.cnf, section \[p11mtls_sect\]: unknown parameter 'pin_source'"
 prov_conf pin-source=nonsense:x
 out=$(osl list -providers 2>&1)
 like "bad pin-source syntax: clear error at load" "$out" "pin-source = nonsense:x"
