@@ -1,0 +1,127 @@
+# shellcheck shell=bash
+# Shared by the reliability tests (sourced; meson's test_env is set).
+#
+#   rel_tls ARGS...          tests/reliability/rel-tls with the fixture server, CA and
+#                            client trust (see rel_tls.c); provider mode when ARGS name
+#                            --key/--cert (set OPENSSL_CONF first, see rel_provider_cnf)
+#   rel_shim CONF CMD...     CMD with the shim preloaded and configured by CONF; for
+#                            programs built here (sanitized in ASan builds: no second
+#                            runtime, see below)
+#   rel_shim_ext CONF CMD... the same for programs not built here (curl, openssl)
+#   rel_shim_conf OUT LABEL PATTERN...   a shim config for the token key LABEL, logging
+#                            to $WORK/shim.log; REL_PIN_SOURCE, REL_LOG_LEVEL,
+#                            REL_MAIN_EXTRA, REL_RULE_EXTRA change it
+#   rel_provider_cnf [PARAM=VALUE...]    $WORK/openssl.cnf (default + p11mtls with the
+#                            fixture PIN file unless pin-source= is given), exported as
+#                            OPENSSL_CONF
+#   rel_osl ARGS...          openssl with the ASan runtime in ASan builds
+#   rel_count REGEX FILE     number of lines of FILE matching REGEX (0 if no file)
+#   rel_no_crash DESC RC OUT a test line: the program ended by exit, not by a signal
+#                            (status > 128 in the shell) or a sanitizer report
+#
+# ASan builds: programs meson built here are sanitized and carry the runtime themselves;
+# preloading it again is wrong, so they get only the shim in LD_PRELOAD and ASan is told
+# not to insist on coming first. Programs from the system (openssl, curl) get the runtime
+# preloaded first through fx_preload_env.
+# shellcheck source=../fixtures/lib.sh
+source "$P11M_SRCDIR/tests/fixtures/lib.sh"
+
+REL_TLS=$P11M_BUILDDIR/tests/reliability/rel-tls
+REL_OBJ=$P11M_BUILDDIR/tests/reliability/rel-obj
+REL_SUBJECT_p256="/CN=device-p256/UID=dev-p256"
+REL_ASAN=${P11M_ASAN_PRELOAD:+1}
+
+rel_tls() {
+    "$REL_TLS" --server-cert "$FX_SERVER_CERT" --server-key "$FX_SERVER_KEY" \
+        --server-chain "$FX_CA_INTER" --ca "$FX_CA_CHAIN" --root "$FX_CA_ROOT" "$@"
+}
+
+rel_shim() {
+    local conf=$1
+    shift
+    (
+        export P11MTLS_CONF=$conf P11MTLS_PROVIDER=$P11M_PROVIDER
+        export LD_PRELOAD=$P11M_PRELOAD${LD_PRELOAD:+:$LD_PRELOAD}
+        [ -z "$REL_ASAN" ] || export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
+        "$@"
+    )
+}
+
+rel_shim_ext() {
+    local conf=$1
+    shift
+    (
+        export P11MTLS_CONF=$conf P11MTLS_PROVIDER=$P11M_PROVIDER
+        fx_preload_env "$P11M_PRELOAD"
+        "$@"
+    )
+}
+
+rel_osl() {
+    (fx_preload_env && exec openssl "$@")
+}
+
+rel_shim_conf() { # OUT LABEL PATTERN...
+    local out=$1 label=$2
+    shift 2
+    {
+        echo "[p11mtls]"
+        echo "identities = ids"
+        echo "rules = rules"
+        echo "log = file:$WORK/shim.log"
+        echo "log_level = ${REL_LOG_LEVEL:-info}"
+        echo "${REL_MAIN_EXTRA:-}"
+        echo "[ids]"
+        echo "device = device_id"
+        echo "[device_id]"
+        echo "key = $(fx_key_uri "$label")"
+        echo "cert = $(fx_cert_uri "$label")"
+        echo "pin_source = ${REL_PIN_SOURCE:-file:$FX_PIN_FILE}"
+        echo "[rules]"
+        echo "named = rule_named"
+        echo "[rule_named]"
+        echo "match = $*"
+        echo "identity = device"
+        echo "${REL_RULE_EXTRA:-}"
+    } >"$out"
+}
+
+rel_provider_cnf() {
+    local extra=("$@") pin="pin-source = file:$FX_PIN_FILE" line
+    for line in "${extra[@]}"; do [[ $line == pin-source=* ]] && pin=""; done
+    {
+        echo "openssl_conf = openssl_init"
+        echo "[openssl_init]"
+        echo "providers = provider_sect"
+        echo "[provider_sect]"
+        echo "default = default_sect"
+        echo "p11mtls = p11mtls_sect"
+        echo "[default_sect]"
+        echo "activate = 1"
+        echo "[p11mtls_sect]"
+        echo "module = $P11M_PROVIDER"
+        echo "activate = 1"
+        [ -z "$pin" ] || echo "$pin"
+        for line in "${extra[@]}"; do echo "${line/=/ = }"; done
+    } >"$WORK/openssl.cnf"
+    export OPENSSL_CONF=$WORK/openssl.cnf
+}
+
+rel_count() {
+    local n
+    n=$(grep -Ec -- "$1" "$2" 2>/dev/null) || true
+    echo "${n:-0}"
+}
+
+# Sanitizer reports and crashes look alike to a test: no signal, no report.
+rel_no_crash() { # DESC RC OUTFILE
+    if [ "$2" -gt 128 ] && [ "$2" -ne 124 ]; then
+        fail "$1" "killed by signal $(($2 - 128))" "$(tail -n 15 "$3")"
+    elif grep -Eq 'ERROR: AddressSanitizer|runtime error:|LeakSanitizer' "$3"; then
+        fail "$1" "sanitizer report" "$(grep -E -A8 'ERROR: AddressSanitizer|runtime error:' "$3" | head -n 20)"
+    elif [ "$2" -eq 124 ]; then
+        fail "$1" "timed out (hung)" "$(tail -n 15 "$3")"
+    else
+        ok "$1"
+    fi
+}
