@@ -21,6 +21,7 @@
 #include <openssl/ui.h>
 
 #include "p11m_config.h"
+#include "pubkey.h"
 #include "tool.h"
 
 /* ---- messages ---- */
@@ -358,154 +359,9 @@ char *tool_obj_uri(P11M_TOKEN *tok, CK_OBJECT_CLASS cls, const unsigned char *id
 
 /* ---- public keys from token attributes ---- */
 
-static EVP_PKEY *pubkey_fromdata(const char *type, OSSL_PARAM_BLD *bld)
-{
-    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, type, NULL);
-    EVP_PKEY *pkey = NULL;
-
-    if (params == NULL || ctx == NULL || EVP_PKEY_fromdata_init(ctx) <= 0 ||
-        EVP_PKEY_fromdata(ctx, &pkey, EVP_PKEY_PUBLIC_KEY, params) <= 0)
-        pkey = NULL;
-    EVP_PKEY_CTX_free(ctx);
-    OSSL_PARAM_free(params);
-    return pkey;
-}
-
-static EVP_PKEY *pubkey_rsa(const P11M_OBJ *obj)
-{
-    size_t nlen, elen;
-    const unsigned char *n = p11m_obj_attr(obj, CKA_MODULUS, &nlen);
-    const unsigned char *e = p11m_obj_attr(obj, CKA_PUBLIC_EXPONENT, &elen);
-    OSSL_PARAM_BLD *bld;
-    BIGNUM *bn = NULL, *be = NULL;
-    EVP_PKEY *pkey = NULL;
-
-    if (n == NULL || e == NULL)
-        return NULL;
-    bn = BN_bin2bn(n, (int) nlen, NULL);
-    be = BN_bin2bn(e, (int) elen, NULL);
-    bld = OSSL_PARAM_BLD_new();
-    if (bn != NULL && be != NULL && bld != NULL &&
-        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) &&
-        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be))
-        pkey = pubkey_fromdata("RSA", bld);
-    OSSL_PARAM_BLD_free(bld);
-    BN_free(bn);
-    BN_free(be);
-    return pkey;
-}
-
-/*
- * CKA_EC_POINT should be a DER OCTET STRING around the point, but some tokens give the
- * bare point. An uncompressed point starts with 0x04 too, so it counts as DER only when
- * it parses as one OCTET STRING that covers the whole attribute.
- */
-static const unsigned char *ec_point_unwrap(const unsigned char *p, size_t len,
-                                            size_t *outlen)
-{
-    const unsigned char *q = p;
-    ASN1_OCTET_STRING *os = d2i_ASN1_OCTET_STRING(NULL, &q, (long) len);
-    size_t hdr;
-
-    *outlen = len;
-    if (os == NULL) {
-        ERR_clear_error();
-        return p;
-    }
-    if ((size_t) (q - p) == len) {
-        *outlen = (size_t) ASN1_STRING_length(os);
-        hdr = len - *outlen;
-        ASN1_OCTET_STRING_free(os);
-        return p + hdr;
-    }
-    ASN1_OCTET_STRING_free(os);
-    return p;
-}
-
-/* The curve named by CKA_EC_PARAMS: an OID, or a PrintableString for Edwards curves. */
-static int ec_params_nid(const unsigned char *p, size_t len)
-{
-    const unsigned char *q = p;
-    ASN1_OBJECT *oid;
-    int nid = NID_undef;
-
-    if (len > 2 && p[0] == V_ASN1_PRINTABLESTRING && p[1] == len - 2) {
-        if (len - 2 == 12 && memcmp(p + 2, "edwards25519", 12) == 0)
-            return NID_ED25519;
-        if (len - 2 == 10 && memcmp(p + 2, "edwards448", 10) == 0)
-            return NID_ED448;
-        return NID_undef;
-    }
-    if ((oid = d2i_ASN1_OBJECT(NULL, &q, (long) len)) != NULL) {
-        nid = OBJ_obj2nid(oid);
-        ASN1_OBJECT_free(oid);
-    }
-    ERR_clear_error();
-    return nid;
-}
-
-static EVP_PKEY *pubkey_ec(const P11M_OBJ *obj)
-{
-    size_t plen, qlen, ptlen;
-    const unsigned char *params = p11m_obj_attr(obj, CKA_EC_PARAMS, &plen);
-    const unsigned char *q = p11m_obj_attr(obj, CKA_EC_POINT, &qlen);
-    const unsigned char *pt;
-    OSSL_PARAM_BLD *bld;
-    EVP_PKEY *pkey = NULL;
-    int nid;
-
-    if (params == NULL || q == NULL)
-        return NULL;
-    nid = ec_params_nid(params, plen);
-    pt = ec_point_unwrap(q, qlen, &ptlen);
-    if (nid == NID_ED25519 || nid == NID_ED448)
-        return EVP_PKEY_new_raw_public_key_ex(
-            NULL, nid == NID_ED25519 ? "ED25519" : "ED448", NULL, pt, ptlen);
-    if (nid == NID_undef || (bld = OSSL_PARAM_BLD_new()) == NULL)
-        return NULL;
-    if (OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, OBJ_nid2sn(nid),
-                                        0) &&
-        OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen))
-        pkey = pubkey_fromdata("EC", bld);
-    OSSL_PARAM_BLD_free(bld);
-    return pkey;
-}
-
-static EVP_PKEY *pubkey_from_cert_attr(const P11M_OBJ *obj)
-{
-    size_t len;
-    const unsigned char *der = p11m_obj_attr(obj, CKA_VALUE, &len);
-    X509 *x;
-    EVP_PKEY *pkey;
-
-    if (der == NULL || (x = d2i_X509(NULL, &der, (long) len)) == NULL)
-        return NULL;
-    pkey = X509_get_pubkey(x);
-    X509_free(x);
-    return pkey;
-}
-
 EVP_PKEY *tool_obj_pubkey(const P11M_OBJ *obj)
 {
-    EVP_PKEY *pkey = NULL;
-
-    switch (p11m_obj_key_type(obj)) {
-    case CKK_RSA:
-        pkey = pubkey_rsa(obj);
-        break;
-    case CKK_EC:
-    case CKK_EC_EDWARDS:
-        pkey = pubkey_ec(obj);
-        break;
-    default:
-        break;
-    }
-    /* A private key found through its certificate carries only the certificate. */
-    if (pkey == NULL)
-        pkey = pubkey_from_cert_attr(obj);
-    ERR_clear_error();
-    return pkey;
+    return p11m_obj_public_key(obj, NULL, NULL);
 }
 
 const char *tool_pkey_desc(const EVP_PKEY *pkey, char *buf, size_t len)
