@@ -30,7 +30,8 @@
  * --root F (client verifies the server), --sni NAME (repeatable), --tcp N, --threads T,
  * --n N, --children C, --warm W, --fresh, --serial, --busy B, --child-exit exit|_exit|return|mix,
  * --optional (server does not insist on a certificate), --expect SUBJECT (one-line form,
- * "/CN=.../UID=..."), --tls 1.2|1.3|mix (per thread), --timeout S (whole run; a deadlock
+ * "/CN=.../UID=..."), --tls 1.2|1.3|mix (per thread), --pause MS (between a thread's
+ * handshakes), --timeout S (whole run; a deadlock
  * ends the program with status 124 and "TIMEOUT" instead of hanging the test).
  *
  * Summary on stdout: "handshakes=H ok=K verified=V expected=E none=X errors=F". Exit 0
@@ -66,7 +67,7 @@
 struct opts {
     const char *key, *cert, *server_cert, *server_key, *server_chain, *ca, *root;
     const char *sni[MAX_DESTS];
-    int nsni, ntcp, threads, n, children, warm, fresh, busy, optional, serial, timeout;
+    int nsni, ntcp, threads, n, children, warm, fresh, busy, optional, serial, pause, timeout;
     const char *child_exit, *expect, *tls;
 };
 
@@ -508,6 +509,8 @@ static void *worker_main(void *arg)
 
         if (!handshake(ctx, d))
             w->failed++;
+        if (o.pause > 0)
+            usleep((useconds_t) o.pause * 1000);
     }
     SSL_CTX_free(own);
     return NULL;
@@ -783,6 +786,8 @@ int main(int argc, char **argv)
             o.children = atoi(v);
         } else if (strcmp(a, "--warm") == 0) {
             o.warm = atoi(v);
+        } else if (strcmp(a, "--pause") == 0) {
+            o.pause = atoi(v);
         } else if (strcmp(a, "--busy") == 0) {
             o.busy = atoi(v);
         } else if (strcmp(a, "--child-exit") == 0) {
