@@ -251,7 +251,11 @@ static void identity_fail(char *why, size_t len, const char *what, const char *w
 {
     char err[384], shown[256];
 
-    shim_ossl_error_text(err, sizeof(err), true);
+    /* A PIN source the shim refused says more than OpenSSL's "bad decrypt". */
+    if (shim_pin_error()[0] != '\0')
+        shim_fmt(err, sizeof(err), "%s", shim_pin_error());
+    else
+        shim_ossl_error_text(err, sizeof(err), true);
     shim_log_redact_uri(where, shown, sizeof(shown));
     shim_fmt(why, len, "%s %s%s%s", what, shown, err[0] ? ": " : "", err);
 }
@@ -312,8 +316,11 @@ static bool identity_load_objects(const struct shim_identity_conf *ic,
                                   struct shim_identity *id, char *why, size_t len)
 {
     char *key_uri = shim_pin_uri(ic->key, ic->pin_source);
-    bool ok = key_uri != NULL &&
-              store_each(key_uri, ic, OSSL_STORE_INFO_PKEY, store_want_key, &id->key);
+    bool ok;
+
+    shim_pin_error_clear();
+    ok = key_uri != NULL &&
+         store_each(key_uri, ic, OSSL_STORE_INFO_PKEY, store_want_key, &id->key);
 
     free(key_uri);
     if (!ok) {

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "shim.h"
@@ -26,13 +27,46 @@ bool shim_pin_source_valid(const char *source)
     return false;
 }
 
+/* Why the last PIN read of this thread failed ("" if it did not), for the decision line. */
+static __thread char pin_error[320];
+
+const char *shim_pin_error(void)
+{
+    return pin_error;
+}
+
+void shim_pin_error_clear(void)
+{
+    pin_error[0] = '\0';
+}
+
+/*
+ * The same rules as the provider's PIN files: a regular file (O_NONBLOCK, so a FIFO or a
+ * device cannot stall a handshake at open), not accessible by group or others.
+ */
 static bool pin_read_file(const char *path, char *pin, size_t len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct stat st;
     size_t got = 0;
 
-    if (fd < 0)
+    if (fd < 0) {
+        shim_fmt(pin_error, sizeof(pin_error), "PIN file %s: %s", path, strerror(errno));
         return false;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        shim_fmt(pin_error, sizeof(pin_error), "PIN file %s: not a regular file", path);
+        close(fd);
+        return false;
+    }
+    if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+        shim_fmt(pin_error, sizeof(pin_error),
+                 "PIN file %s is accessible by group or others (mode %03o); refusing it: "
+                 "chmod 600 %s",
+                 path, (unsigned) (st.st_mode & 0777), path);
+        close(fd);
+        return false;
+    }
     while (got + 1 < len) {
         ssize_t n = read(fd, pin + got, len - 1 - got);
 
@@ -62,9 +96,14 @@ bool shim_pin_read(const char *source, char *pin, size_t len)
         ok = env != NULL && strlen(env) < len;
         if (ok)
             strcpy(pin, env);
+        else
+            shim_fmt(pin_error, sizeof(pin_error), "PIN environment variable %s is %s",
+                     source + 4, env == NULL ? "not set" : "too long");
     }
     /* A PIN file usually ends with a newline that is not part of the PIN. */
     pin[strcspn(pin, "\r\n")] = '\0';
+    if (ok && pin[0] == '\0')
+        shim_fmt(pin_error, sizeof(pin_error), "PIN source %s gave an empty PIN", source);
     if (!ok || pin[0] == '\0') {
         explicit_bzero(pin, len);
         return false;

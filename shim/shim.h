@@ -147,8 +147,15 @@ bool shim_identity_valid_now(const struct shim_identity *id, char *why, size_t l
 bool shim_identity_ca_match(const struct shim_identity *id, const SSL *ssl, char *why,
                             size_t len);
 
-/* Read a PIN from "file:PATH" or "env:NAME"; false if none (pin.c). */
+/*
+ * Read a PIN from "file:PATH" or "env:NAME"; false if none (pin.c). A PIN file must be a
+ * regular file that group and others cannot access, as the provider requires. Why the
+ * last read of this thread failed is kept for the log line (shim_pin_error(), "" if it
+ * did not).
+ */
 bool shim_pin_read(const char *source, char *pin, size_t len);
+const char *shim_pin_error(void);
+void shim_pin_error_clear(void);
 bool shim_pin_source_valid(const char *source);
 /* key with "pin-source=<source>" added to the query (malloc'd), or a copy of key. */
 char *shim_pin_uri(const char *key, const char *source);
