@@ -6,8 +6,8 @@
  * with a software key (FX_SERVER_CERT/KEY) that requests a client certificate, verifies
  * it against the CA chain, and answers one line: "OK <subject>" or "OK none". Clients
  * reach it over a socketpair (the destination is then the SNI name only) or over
- * loopback TCP (--tcp N: N listening ports; the destination is 127.0.0.1:PORT, or the
- * SNI name if one is given). No session resumption: no tickets, no session cache.
+ * loopback TCP (--port P, repeatable: a listener on 127.0.0.1:P, 0 for any free port; the
+ * destination is then 127.0.0.1:P, or the SNI name if one is given). No session resumption: no tickets, no session cache.
  *
  * The client has certificate code only with --key/--cert (provider mode: both loaded by
  * URI through OSSL_STORE, as an application would with the p11mtls provider configured
@@ -22,17 +22,18 @@
  *                                 in the parent. --busy B keeps B parent threads
  *                                 handshaking while it forks.
  *   rel-tls [options] dests       T threads x N handshakes, round robin over the
- *                                 destinations (--sni names and/or --tcp ports); prints
+ *                                 destinations (--sni names and/or --port ports); prints
  *                                 "dest NAME handshakes=H cert=C" per destination.
  *
  * Options: --key URI --cert URI (provider mode), --server-cert F --server-key F
- * --server-chain F --ca F (server verifies clients against it and sends its names)
- * --root F (client verifies the server), --sni NAME (repeatable), --tcp N, --threads T,
- * --n N, --children C, --warm W, --fresh, --serial, --busy B, --child-exit exit|_exit|return|mix,
- * --optional (server does not insist on a certificate), --expect SUBJECT (one-line form,
- * "/CN=.../UID=..."), --tls 1.2|1.3|mix (per thread), --pause MS (between a thread's
- * handshakes), --timeout S (whole run; a deadlock
- * ends the program with status 124 and "TIMEOUT" instead of hanging the test).
+ * --server-chain F --ca F (server verifies clients against it and sends its names),
+ * --root F (client verifies the server), --sni NAME (repeatable; NAME@P: that name over
+ * TCP to --port P), --port P (repeatable), --threads T, --n N, --children C, --warm W,
+ * --fresh, --serial, --busy B, --child-exit exit|_exit|return|mix, --optional (server
+ * does not insist on a certificate), --expect SUBJECT (one-line form, "/CN=.../UID=..."),
+ * --tls 1.2|1.3|mix (per thread), --pause MS (between a thread's handshakes), --timeout S
+ * (whole run; a deadlock ends the program with status 124 and "TIMEOUT" instead of
+ * hanging the test).
  *
  * Summary on stdout: "handshakes=H ok=K verified=V expected=E none=X errors=F". Exit 0
  * when every handshake completed and (with --expect) every peer the server saw had that
@@ -286,9 +287,13 @@ static int server_start(int nthreads)
     for (int i = 0; i < o.ntcp; i++) {
         struct sockaddr_in sa = {.sin_family = AF_INET};
         socklen_t sl = sizeof(sa);
+        int one = 1;
 
         sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sa.sin_port = htons((uint16_t) tcp_ports[i]);
         tcp_fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (tcp_fds[i] >= 0)
+            setsockopt(tcp_fds[i], SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
         if (tcp_fds[i] < 0 || bind(tcp_fds[i], (struct sockaddr *) &sa, sizeof(sa)) != 0 ||
             listen(tcp_fds[i], 128) != 0 ||
             getsockname(tcp_fds[i], (struct sockaddr *) &sa, &sl) != 0)
@@ -371,6 +376,7 @@ static SSL_CTX *client_ctx(int version)
 
 struct dest {
     const char *sni; /* NULL: none */
+    char sni_buf[256];
     int tcp;         /* index into tcp_ports, or -1: socketpair */
     char name[300];
     long handshakes, certs;
@@ -386,8 +392,20 @@ static void dests_init(int round_robin)
         dests[0] = (struct dest){.sni = o.nsni > 0 ? o.sni[0] : NULL, .tcp = o.ntcp > 0 ? 0 : -1};
         ndests = 1;
     } else {
-        for (int i = 0; i < o.nsni; i++)
-            dests[ndests++] = (struct dest){.sni = o.sni[i], .tcp = -1};
+        for (int i = 0; i < o.nsni; i++) {
+            struct dest *d = &dests[ndests++];
+            const char *at = strchr(o.sni[i], '@');
+
+            *d = (struct dest){.sni = o.sni[i], .tcp = -1};
+            if (at == NULL)
+                continue;
+            /* NAME@PORT: that SNI name over TCP to the listener on PORT */
+            snprintf(d->sni_buf, sizeof(d->sni_buf), "%.*s", (int) (at - o.sni[i]), o.sni[i]);
+            d->sni = d->sni_buf;
+            for (int j = 0; j < o.ntcp; j++)
+                if (tcp_ports[j] == atoi(at + 1))
+                    d->tcp = j;
+        }
         for (int i = 0; i < o.ntcp; i++)
             dests[ndests++] = (struct dest){.sni = NULL, .tcp = i};
     }
@@ -776,8 +794,8 @@ int main(int argc, char **argv)
             o.root = v;
         } else if (strcmp(a, "--sni") == 0 && o.nsni < MAX_DESTS) {
             o.sni[o.nsni++] = v;
-        } else if (strcmp(a, "--tcp") == 0) {
-            o.ntcp = atoi(v) < MAX_DESTS ? atoi(v) : MAX_DESTS;
+        } else if (strcmp(a, "--port") == 0 && o.ntcp < MAX_DESTS) {
+            tcp_ports[o.ntcp++] = atoi(v);
         } else if (strcmp(a, "--threads") == 0) {
             o.threads = atoi(v) < MAX_THREADS ? atoi(v) : MAX_THREADS;
         } else if (strcmp(a, "--n") == 0) {
