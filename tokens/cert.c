@@ -345,19 +345,12 @@ static int cert_import(int argc, char **argv)
         return tool_usage(CMD, "unexpected argument '%s'", argv[optind]);
     if (o.uri == NULL || o.cert == NULL)
         return tool_usage(CMD, "--uri and --cert are required");
-    if (o.pin_source != NULL && !p11m_pin_source_valid(o.pin_source))
-        return tool_usage(CMD, "--pin-source: '%s' is not file:PATH or env:NAME",
-                          o.pin_source);
+    if (!tool_pin_source_ok(CMD, "--pin-source", o.pin_source))
+        return TOOL_EXIT_USAGE;
     return cert_do_import(&o);
 }
 
 int cert_main(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        cert_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? TOOL_EXIT_USAGE : TOOL_EXIT_OK;
-    }
-    if (strcmp(argv[1], "import") == 0)
-        return cert_import(argc - 1, argv + 1);
-    return tool_usage("cert", "unknown subcommand '%s' (expected: import)", argv[1]);
+    return tool_subcommand("cert", "import", cert_import, cert_usage, argc, argv);
 }

@@ -268,8 +268,7 @@ int csr_main(int argc, char **argv)
         return tool_usage(CMD, "unexpected argument '%s'", argv[optind]);
     if (o.key == NULL || o.subject == NULL)
         return tool_usage(CMD, "--key and --subject are required");
-    if (o.pin_source != NULL && !p11m_pin_source_valid(o.pin_source))
-        return tool_usage(CMD, "--pin-source: '%s' is not file:PATH or env:NAME",
-                          o.pin_source);
+    if (!tool_pin_source_ok(CMD, "--pin-source", o.pin_source))
+        return TOOL_EXIT_USAGE;
     return csr_run(&o);
 }

@@ -325,19 +325,12 @@ static int key_gen(int argc, char **argv)
         return tool_usage(CMD, "unexpected argument '%s'", argv[optind]);
     if (o.uri == NULL || o.type == NULL)
         return tool_usage(CMD, "--uri and --type are required");
-    if (o.pin_source != NULL && !p11m_pin_source_valid(o.pin_source))
-        return tool_usage(CMD, "--pin-source: '%s' is not file:PATH or env:NAME",
-                          o.pin_source);
+    if (!tool_pin_source_ok(CMD, "--pin-source", o.pin_source))
+        return TOOL_EXIT_USAGE;
     return key_do_generate(&o);
 }
 
 int key_main(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        key_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? TOOL_EXIT_USAGE : TOOL_EXIT_OK;
-    }
-    if (strcmp(argv[1], "generate") == 0)
-        return key_gen(argc - 1, argv + 1);
-    return tool_usage("key", "unknown subcommand '%s' (expected: generate)", argv[1]);
+    return tool_subcommand("key", "generate", key_gen, key_usage, argc, argv);
 }

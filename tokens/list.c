@@ -628,8 +628,7 @@ int list_main(int argc, char **argv)
         return tool_usage(CMD, "unexpected argument '%s'", argv[optind + 1]);
     if (optind < argc)
         o.uri = argv[optind];
-    if (o.pin_source != NULL && !p11m_pin_source_valid(o.pin_source))
-        return tool_usage(CMD, "--pin-source: '%s' is not file:PATH or env:NAME",
-                          o.pin_source);
+    if (!tool_pin_source_ok(CMD, "--pin-source", o.pin_source))
+        return TOOL_EXIT_USAGE;
     return list_run(&o);
 }

@@ -284,22 +284,14 @@ static int token_init(int argc, char **argv)
         return tool_usage(CMD, "unexpected argument '%s'", argv[optind]);
     if (o.label == NULL || *o.label == '\0' || strlen(o.label) > 32)
         return tool_usage(CMD, "--label: give a label of 1 to 32 bytes");
-    if (o.so_pin_source != NULL && !p11m_pin_source_valid(o.so_pin_source))
-        return tool_usage(CMD, "--so-pin-source: '%s' is not file:PATH or env:NAME",
-                          o.so_pin_source);
-    if (o.pin_source != NULL && !p11m_pin_source_valid(o.pin_source))
-        return tool_usage(CMD, "--pin-source: '%s' is not file:PATH or env:NAME",
-                          o.pin_source);
+    if (!tool_pin_source_ok(CMD, "--so-pin-source", o.so_pin_source))
+        return TOOL_EXIT_USAGE;
+    if (!tool_pin_source_ok(CMD, "--pin-source", o.pin_source))
+        return TOOL_EXIT_USAGE;
     return token_do_init(&o);
 }
 
 int token_main(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        token_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? TOOL_EXIT_USAGE : TOOL_EXIT_OK;
-    }
-    if (strcmp(argv[1], "init") == 0)
-        return token_init(argc - 1, argv + 1);
-    return tool_usage("token", "unknown subcommand '%s' (expected: init)", argv[1]);
+    return tool_subcommand("token", "init", token_init, token_usage, argc, argv);
 }

@@ -113,6 +113,26 @@ int tool_core_last_reason(void)
 
 /* ---- options ---- */
 
+int tool_pin_source_ok(const char *cmd, const char *opt, const char *spec)
+{
+    if (spec == NULL || p11m_pin_source_valid(spec))
+        return 1;
+    tool_usage(cmd, "%s: '%s' is not file:PATH or env:NAME", opt, spec);
+    return 0;
+}
+
+int tool_subcommand(const char *group, const char *sub, int (*fn)(int, char **),
+                    void (*usage)(FILE *), int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? TOOL_EXIT_USAGE : TOOL_EXIT_OK;
+    }
+    if (strcmp(argv[1], sub) == 0)
+        return fn(argc - 1, argv + 1);
+    return tool_usage(group, "unknown subcommand '%s' (expected: %s)", argv[1], sub);
+}
+
 void tool_getopt_reset(void)
 {
     optind = 0; /* GNU: 0 re-initialises getopt for a new argv */

@@ -52,6 +52,11 @@ int tool_core_last_reason(void);
 
 /* getopt_long wrapper state reset: every command parses its own argv. */
 void tool_getopt_reset(void);
+/* Checks a --pin-source style option (NULL is fine); prints the usage error if bad. */
+int tool_pin_source_ok(const char *cmd, const char *opt, const char *spec);
+/* A command group with one subcommand: help, dispatch to fn, or a usage error. */
+int tool_subcommand(const char *group, const char *sub, int (*fn)(int, char **),
+                    void (*usage)(FILE *), int argc, char **argv);
 /* Parses a decimal number in [min, max] for option opt; 0 (usage error printed) if bad.
  */
 int tool_parse_long(const char *cmd, const char *opt, const char *s, long min, long max,
