@@ -8,6 +8,7 @@
  * file asks for fail-closed (on_config_error = abort).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "p11m_config.h"
 #include "shim.h"
@@ -22,6 +24,9 @@
 #define CONF_MAIN         "p11mtls"
 #define CONF_DEFAULT_PATH P11M_SYSCONFDIR "/p11mtls/p11mtls.conf"
 #define CONF_MAX_ERRORS   20
+/* A configuration is a few kilobytes; anything this big is a mistake. */
+#define CONF_MAX_SIZE      (1024 * 1024)
+#define CONF_MAX_SIZE_TEXT "1 MiB"
 
 typedef STACK_OF(CONF_VALUE) conf_section;
 
@@ -118,25 +123,81 @@ static bool conf_printable(const char *v)
     return true;
 }
 
-/* NCONF_load with the error turned into "FILE:LINE: reason" or "FILE: reason". */
-static CONF *conf_parse_file(struct shim_conf *c, const char *path)
+/*
+ * The text of a configuration file: only a regular file, opened non-blocking (a FIFO or
+ * a device named by mistake must not stall the program at its first SSL_CTX_new), and
+ * at most CONF_MAX_SIZE bytes. NULL with the error recorded otherwise.
+ */
+static char *conf_read_file(struct shim_conf *c, const char *path, size_t *len)
 {
-    CONF *cnf = shim_fn.NCONF_new_ex(NULL, NULL);
-    char why[256];
-    long eline = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct stat sb;
+    char *text;
+    size_t got = 0;
 
-    if (cnf == NULL) {
+    if (fd < 0) {
+        conf_error(c, "%s: cannot read: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        conf_error(c, "%s: cannot read: not a regular file", path);
+        close(fd);
+        return NULL;
+    }
+    if (sb.st_size > CONF_MAX_SIZE) {
+        conf_error(c, "%s: cannot read: larger than " CONF_MAX_SIZE_TEXT, path);
+        close(fd);
+        return NULL;
+    }
+    text = malloc((size_t) sb.st_size + 1);
+    while (text != NULL && got < (size_t) sb.st_size) {
+        ssize_t n = read(fd, text + got, (size_t) sb.st_size - got);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t) n;
+    }
+    close(fd);
+    if (text == NULL) {
         conf_error(c, "%s: out of memory", path);
         return NULL;
     }
-    if (shim_fn.NCONF_load(cnf, path, &eline) > 0)
+    text[got] = '\0';
+    *len = got;
+    return text;
+}
+
+/* NCONF over the file's text, errors as "FILE:LINE: reason" or "FILE: reason". */
+static CONF *conf_parse_file(struct shim_conf *c, const char *path)
+{
+    CONF *cnf = shim_fn.NCONF_new_ex(NULL, NULL);
+    size_t len = 0;
+    char *text = cnf != NULL ? conf_read_file(c, path, &len) : NULL;
+    BIO *bio = text != NULL ? shim_fn.BIO_new_mem_buf(text, (int) len) : NULL;
+    char why[256];
+    long eline = -1;
+    int ok;
+
+    if (cnf == NULL || (text != NULL && bio == NULL))
+        conf_error(c, "%s: out of memory", path);
+    if (bio == NULL) {
+        free(text);
+        shim_fn.NCONF_free(cnf);
+        return NULL;
+    }
+    ok = shim_fn.NCONF_load_bio(cnf, bio, &eline) > 0;
+    shim_fn.BIO_free(bio);
+    free(text);
+    if (ok)
         return cnf;
     /* with a line number, OpenSSL's detail text only repeats it */
     shim_ossl_error_text(why, sizeof(why), eline <= 0);
     if (eline > 0)
         conf_error(c, "%s:%ld: syntax error: %s", path, eline, why);
     else
-        conf_error(c, "%s: cannot read: %s", path, why[0] ? why : strerror(errno));
+        conf_error(c, "%s: cannot read: %s", path, why[0] ? why : "unreadable");
     shim_fn.NCONF_free(cnf);
     return NULL;
 }
