@@ -82,6 +82,11 @@ static void prov_error_sink(void *arg, int reason, const char *file, int line,
     pthread_mutex_unlock(&live_lock);
 }
 
+static void prov_atfork_child(void)
+{
+    pthread_mutex_init(&live_lock, NULL);
+}
+
 static void prov_live_add(P11M_PROV *prov)
 {
     pthread_mutex_lock(&live_lock);
@@ -111,8 +116,11 @@ static const OSSL_ITEM *prov_get_reason_strings(void *provctx)
     return reason_strings;
 }
 
-static void prov_init_reason_strings(void)
+static void prov_atfork_child(void);
+
+static void prov_init_once(void)
 {
+    pthread_atfork(NULL, NULL, prov_atfork_child);
     for (int r = 1; r < P11M_R_MAX; r++)
         reason_strings[r - 1] = (OSSL_ITEM){(unsigned) r, (void *) p11m_reason_string(r)};
     reason_strings[P11M_R_MAX - 1] = (OSSL_ITEM){0, NULL};
@@ -233,9 +241,10 @@ static int prov_configure(P11M_PROV *prov)
             return 0;
     }
     if (pin_source != NULL && !p11m_pin_source_valid(pin_source)) {
+        /* The value is not shown: it may be a PIN typed in the wrong place. */
         p11m_prov_raise(prov, P11M_R_BAD_CONFIG,
-                        "%s = %s: expected file:PATH or env:NAME", PARAM_PIN_SOURCE,
-                        pin_source);
+                        "%s: expected file:PATH or env:NAME (value not shown)",
+                        PARAM_PIN_SOURCE);
         return 0;
     }
     return prov_dup_param(module, &prov->module_path) &&
@@ -459,7 +468,7 @@ OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
     prov_take_core_functions(in);
     if (core_get_params == NULL || core_new_error == NULL || core_vset_error == NULL)
         return 0;
-    pthread_once(&once, prov_init_reason_strings);
+    pthread_once(&once, prov_init_once);
     if ((prov = calloc(1, sizeof(*prov))) == NULL)
         return 0;
     prov->handle = handle;

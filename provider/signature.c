@@ -730,11 +730,13 @@ static int sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
         ctx->key != NULL) {
         unsigned char *der = NULL;
         int len = sig_algorithm_id(ctx, &der);
-        int ok = len > 0 && OSSL_PARAM_set_octet_string(p, der, (size_t) len);
 
-        OPENSSL_free(der);
-        if (!ok)
+        /* None for PSS or without a digest: left unset, as OpenSSL's providers do. */
+        if (len > 0 && !OSSL_PARAM_set_octet_string(p, der, (size_t) len)) {
+            OPENSSL_free(der);
             return 0;
+        }
+        OPENSSL_free(der);
     }
     if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_DIGEST)) != NULL &&
         !OSSL_PARAM_set_utf8_string(p, ctx->md != NULL ? EVP_MD_get0_name(ctx->md) : ""))

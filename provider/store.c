@@ -4,10 +4,10 @@
  * later loads hand the results over one by one. Keys go out by reference to the
  * keymgmt, certificates as DER.
  *
- * No PIN is needed to load certificates or public keys, nor private keys whose public
- * half is visible; the login then happens at the first signature. Only when the program
- * offers a passphrase callback and no PIN source is configured does loading a private
- * key log in, so that an interactive prompt appears while the program expects it.
+ * No PIN is needed to load certificates or public keys. With a PIN source (configured
+ * or in the URI), private keys load without a login too, which then happens at the first
+ * signature. Without one, loading a private key logs in through the program's passphrase
+ * callback (its UI), so an interactive prompt appears while the program expects it.
  */
 #include <stdlib.h>
 #include <string.h>

@@ -71,6 +71,9 @@ static int login_check_flags(P11M_TOKEN *tok, const char *label)
             "token '%s': user PIN is on its final try; no login tried, so a wrong "
             "PIN cannot lock it (log in once with the right PIN to reset the count)",
             label);
+    else if (f & CKF_USER_PIN_TO_BE_CHANGED)
+        p11m_raise(P11M_R_PIN_LOCKED,
+                   "token '%s': user PIN must be changed first; no login tried", label);
     else if (!(f & CKF_USER_PIN_INITIALIZED))
         p11m_raise(P11M_R_PIN_MISSING, "token '%s': user PIN not initialised", label);
     else
@@ -221,8 +224,18 @@ int p11m_login_context(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN
     char label[40];
     P11M_PIN pin;
     CK_RV rv;
+    int refused;
 
     p11m_token_label(tok, label, sizeof(label));
+    login_state(tok, &refused);
+    if (refused) {
+        p11m_raise(P11M_R_PIN_INCORRECT,
+                   "token '%s' refused the PIN earlier in this process; not tried again",
+                   label);
+        return 0;
+    }
+    if (!login_check_flags(tok, label))
+        return 0;
     pin.len = 0;
     if (!login_get_pin(li, label, &pin))
         return 0;

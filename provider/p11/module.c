@@ -87,7 +87,8 @@ static CK_FUNCTION_LIST *module_open(const char *path)
     return fl;
 }
 
-static CK_RV module_initialize(P11M_MODULE *mod)
+/* first: the initialisation at load, where ALREADY_INITIALIZED means someone else. */
+static CK_RV module_initialize(P11M_MODULE *mod, int first)
 {
     CK_C_INITIALIZE_ARGS args;
     CK_RV rv;
@@ -96,8 +97,12 @@ static CK_RV module_initialize(P11M_MODULE *mod)
     args.flags = CKF_OS_LOCKING_OK;
     args.pReserved = mod->init_args;
     rv = P11M_CALL(mod, C_Initialize, &args);
-    if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED)
-        rv = CKR_OK; /* the program or another library initialised it first */
+    if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+        /* The program or another library initialised it first: share, never finalise. */
+        if (first)
+            mod->shared = 1;
+        rv = CKR_OK;
+    }
     if (rv != CKR_OK) {
         p11m_raise_ckr(rv, "C_Initialize", "module %s", mod->path);
         return rv;
@@ -119,7 +124,7 @@ static P11M_MODULE *module_load(const char *path, const char *init_args)
     if (mod->path == NULL || (init_args != NULL && mod->init_args == NULL))
         goto fail;
     mod->fl = module_open(path);
-    if (mod->fl == NULL || module_initialize(mod) != CKR_OK)
+    if (mod->fl == NULL || module_initialize(mod, 1) != CKR_OK)
         goto fail;
     rv = P11M_CALL(mod, C_GetInfo, &mod->info);
     if (rv != CKR_OK) {
@@ -177,15 +182,21 @@ CK_RV p11m_module_check_fork(P11M_MODULE *mod)
     pthread_mutex_lock(&modules_lock);
     if (mod->generation != p11m_fork_generation()) {
         p11m_log(1, "re-initialising %s after fork", mod->path);
-        rv = module_initialize(mod);
+        rv = module_initialize(mod, 0);
     }
     pthread_mutex_unlock(&modules_lock);
     return rv;
 }
 
-void p11m_module_enter(P11M_MODULE *mod)
+int p11m_module_enter(P11M_MODULE *mod)
 {
-    pthread_rwlock_rdlock(&mod->use_lock);
+    /* Readers nest (a login inside a checkout); glibc's default rwlock lets them in
+     * while a writer waits. */
+    int err = pthread_rwlock_rdlock(&mod->use_lock);
+
+    if (err != 0)
+        p11m_raise(P11M_R_INTERNAL, "module %s: lock: %s", mod->path, strerror(err));
+    return err == 0;
 }
 
 void p11m_module_leave(P11M_MODULE *mod)
@@ -208,7 +219,8 @@ int p11m_module_reinit(P11M_MODULE *mod)
 
     struct timespec deadline;
 
-    if (now - __atomic_load_n(&mod->last_reinit_ms, __ATOMIC_RELAXED) < 1000)
+    if (mod->shared ||
+        now - __atomic_load_n(&mod->last_reinit_ms, __ATOMIC_RELAXED) < 1000)
         return 0;
     /* Other threads may keep the module busy: give up rather than stall the caller. */
     clock_gettime(CLOCK_REALTIME, &deadline);
@@ -219,7 +231,7 @@ int p11m_module_reinit(P11M_MODULE *mod)
         mod->last_reinit_ms = now;
         p11m_log(1, "re-initialising %s to look for tokens again", mod->path);
         P11M_CALL(mod, C_Finalize, NULL);
-        done = module_initialize(mod) == CKR_OK;
+        done = module_initialize(mod, 0) == CKR_OK;
         __atomic_add_fetch(&mod->epoch, 1, __ATOMIC_RELEASE);
     }
     pthread_rwlock_unlock(&mod->use_lock);

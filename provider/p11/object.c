@@ -34,8 +34,7 @@ struct p11m_obj {
     struct obj_attr attrs[MAX_OBJ_ATTRS];
     size_t n_attrs;
 
-    /* Guards the handle cache. */
-    pthread_mutex_t lock;
+    /* The handle cache, guarded by tok->lock. */
     CK_OBJECT_HANDLE handle;
     unsigned epoch;
     int have_handle;
@@ -76,7 +75,6 @@ void p11m_obj_free(P11M_OBJ *obj)
     free(obj->label);
     obj_free_secret((char *) obj->li.pin_value);
     free((char *) obj->li.pin_source);
-    pthread_mutex_destroy(&obj->lock);
     free(obj);
 }
 
@@ -108,7 +106,7 @@ const char *p11m_obj_label(const P11M_OBJ *obj)
 
 int p11m_obj_always_authenticate(const P11M_OBJ *obj)
 {
-    return obj->always_auth;
+    return __atomic_load_n(&obj->always_auth, __ATOMIC_ACQUIRE);
 }
 
 const P11M_LOGIN_INFO *p11m_obj_login_info(const P11M_OBJ *obj)
@@ -151,10 +149,14 @@ static CK_RV obj_read_attrs(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HAN
             t[i].ulValueLen = 0;
             continue;
         }
-        t[i].pValue = malloc(t[i].ulValueLen);
+        size_t cap = t[i].ulValueLen;
+
+        t[i].pValue = malloc(cap);
         if (t[i].pValue == NULL)
             return CKR_HOST_MEMORY;
         rv = P11M_CALL(obj->tok->mod, C_GetAttributeValue, sess, h, &t[i], 1);
+        if (rv == CKR_OK && (t[i].ulValueLen > cap || t[i].ulValueLen == 0))
+            rv = CKR_GENERAL_ERROR; /* a module that changed its answer: not trusted */
         if (rv != CKR_OK) {
             free(t[i].pValue);
             continue; /* an attribute that vanished or grew: leave it out */
@@ -184,8 +186,10 @@ static CK_RV obj_read_names(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HAN
     for (int i = 0; i < 2; i++)
         if (t[i].ulValueLen == CK_UNAVAILABLE_INFORMATION || t[i].ulValueLen > 4096)
             t[i].ulValueLen = 0;
-    obj->id = malloc(t[0].ulValueLen + 1);
-    obj->label = malloc(t[1].ulValueLen + 1);
+    CK_ULONG id_cap = t[0].ulValueLen, label_cap = t[1].ulValueLen;
+
+    obj->id = malloc(id_cap + 1);
+    obj->label = malloc(label_cap + 1);
     if (obj->id == NULL || obj->label == NULL)
         return CKR_HOST_MEMORY;
     t[0].pValue = obj->id;
@@ -214,7 +218,6 @@ static P11M_OBJ *obj_new(P11M_TOKEN *tok, CK_OBJECT_CLASS cls, const P11M_LOGIN_
     obj->tok = tok;
     obj->cls = cls;
     obj->ktype = (CK_KEY_TYPE) -1;
-    pthread_mutex_init(&obj->lock, NULL);
     if (li != NULL) {
         obj->li.pin_value = obj_strdup(li->pin_value);
         obj->li.pin_source = obj_strdup(li->pin_source);
@@ -222,13 +225,26 @@ static P11M_OBJ *obj_new(P11M_TOKEN *tok, CK_OBJECT_CLASS cls, const P11M_LOGIN_
     return obj;
 }
 
-static void obj_set_handle(P11M_OBJ *obj, CK_OBJECT_HANDLE h)
+/* The handle cache is guarded by the token's lock, which a forked child re-creates. */
+static void obj_set_handle(P11M_OBJ *obj, CK_OBJECT_HANDLE h, unsigned epoch)
 {
-    pthread_mutex_lock(&obj->lock);
+    pthread_mutex_lock(&obj->tok->lock);
     obj->handle = h;
     obj->have_handle = 1;
-    obj->epoch = p11m_token_epoch(obj->tok);
-    pthread_mutex_unlock(&obj->lock);
+    obj->epoch = epoch;
+    pthread_mutex_unlock(&obj->tok->lock);
+}
+
+/* CKA_ALWAYS_AUTHENTICATE of a private key (a CK_BBOOL); absent means false. */
+static void obj_read_always_auth(P11M_OBJ *obj, CK_SESSION_HANDLE sess,
+                                 CK_OBJECT_HANDLE h)
+{
+    CK_BBOOL v = CK_FALSE;
+    CK_ATTRIBUTE a = {CKA_ALWAYS_AUTHENTICATE, &v, sizeof(v)};
+
+    if (P11M_CALL(obj->tok->mod, C_GetAttributeValue, sess, h, &a, 1) != CKR_OK)
+        v = CK_FALSE;
+    __atomic_store_n(&obj->always_auth, v == CK_TRUE, __ATOMIC_RELEASE);
 }
 
 static CK_RV obj_read_key(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE h)
@@ -239,9 +255,8 @@ static CK_RV obj_read_key(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDL
     if (rv != CKR_OK)
         return rv;
     obj->ktype = v;
-    if (obj->cls == CKO_PRIVATE_KEY &&
-        obj_read_ulong(obj->tok->mod, sess, h, CKA_ALWAYS_AUTHENTICATE, &v) == CKR_OK)
-        obj->always_auth = ((CK_BBOOL) v) == CK_TRUE;
+    if (obj->cls == CKO_PRIVATE_KEY)
+        obj_read_always_auth(obj, sess, h);
     if (obj->ktype == CKK_RSA)
         return obj_read_attrs(obj, sess, h, rsa_attrs, 3);
     if (obj->ktype == CKK_EC || obj->ktype == CKK_EC_EDWARDS)
@@ -267,7 +282,7 @@ static P11M_OBJ *obj_load(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, CK_OBJECT_HAN
         p11m_obj_free(obj);
         return NULL;
     }
-    obj_set_handle(obj, h);
+    obj_set_handle(obj, h, p11m_token_epoch(tok));
     return obj;
 }
 
@@ -302,6 +317,8 @@ static CK_RV obj_find_handles(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, FIND_TMPL
         return rv;
     rv = P11M_CALL(tok->mod, C_FindObjects, sess, h, MAX_FOUND, n);
     P11M_CALL(tok->mod, C_FindObjectsFinal, sess);
+    if (*n > MAX_FOUND)
+        *n = MAX_FOUND;
     return rv;
 }
 
@@ -382,9 +399,11 @@ static P11M_OBJ *find_private_standin(P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
     key->have_handle = 0;
     if (from == CKO_CERTIFICATE) {
         /* Keep only the certificate DER: the caller derives the public key from it. */
-        for (size_t i = 1; i < key->n_attrs; i++)
+        size_t keep = key->n_attrs > 0 && key->attrs[0].type == CKA_VALUE ? 1 : 0;
+
+        for (size_t i = keep; i < key->n_attrs; i++)
             free(key->attrs[i].val);
-        key->n_attrs = key->attrs[0].type == CKA_VALUE ? 1 : 0;
+        key->n_attrs = keep;
     } else {
         for (size_t i = 0; i < key->n_attrs; i++)
             if (key->attrs[i].type == CKA_ALLOWED_MECHANISMS)
@@ -494,7 +513,8 @@ int p11m_objects_find(P11M_MODULE *mod, const P11M_FIND_ARGS *args, p11m_obj_cb 
     if (!p11m_tokens_find(mod, args->uri, &list))
         return -1;
     /* A module that scans for tokens only at initialisation (SoftHSM2) needs one to see a
-     * token that arrived since: at most once a second. */
+     * token that arrived since: only when it shows no token at all (a URI naming a token
+     * that is not there is no reason to disturb the others), at most once a second. */
     if (list.n == 0 && p11m_module_reinit(mod) &&
         !p11m_tokens_find(mod, args->uri, &list))
         return -1;
@@ -531,7 +551,7 @@ static CK_RV obj_lookup_handle(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_
     P11M_CALL(obj->tok->mod, C_FindObjectsFinal, sess);
     if (rv != CKR_OK)
         return rv;
-    if (n == 0)
+    if (n == 0 || n > 1)
         return CKR_OBJECT_HANDLE_INVALID;
     *h = found[0];
     return CKR_OK;
@@ -539,14 +559,15 @@ static CK_RV obj_lookup_handle(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_
 
 CK_RV p11m_obj_handle(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE *h)
 {
-    unsigned epoch = p11m_token_epoch(obj->tok);
+    unsigned epoch;
     int cached;
     CK_RV rv;
 
-    pthread_mutex_lock(&obj->lock);
+    pthread_mutex_lock(&obj->tok->lock);
+    epoch = obj->tok->epoch; /* read before the lookup: a reset during it wins */
     cached = obj->have_handle && obj->epoch == epoch;
     *h = obj->handle;
-    pthread_mutex_unlock(&obj->lock);
+    pthread_mutex_unlock(&obj->tok->lock);
     if (cached)
         return CKR_OK;
     /* Checked on the token, not taken from memory: a token that logged us out shows a
@@ -565,15 +586,18 @@ CK_RV p11m_obj_handle(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE *h
                        p11m_obj_label(obj));
         return P11M_CKR_RAISED;
     }
-    obj_set_handle(obj, *h);
+    /* A key found through its public half could not know this before login. */
+    if (obj->cls == CKO_PRIVATE_KEY)
+        obj_read_always_auth(obj, sess, *h);
+    obj_set_handle(obj, *h, epoch);
     return CKR_OK;
 }
 
 static void obj_forget_handle(P11M_OBJ *obj)
 {
-    pthread_mutex_lock(&obj->lock);
+    pthread_mutex_lock(&obj->tok->lock);
     obj->have_handle = 0;
-    pthread_mutex_unlock(&obj->lock);
+    pthread_mutex_unlock(&obj->tok->lock);
 }
 
 /* One attempt: checkout, SignInit, (context login), Sign, give the session back. */
@@ -595,7 +619,8 @@ static CK_RV sign_once(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *i
     p11m_log(2, "signing with '%s', mechanism 0x%lx", p11m_obj_label(key),
              (unsigned long) mech->mechanism);
     rv = P11M_CALL(tok->mod, C_SignInit, sess, mech, h);
-    if (rv == CKR_OK && key->always_auth && !p11m_login_context(tok, sess, &key->li))
+    if (rv == CKR_OK && p11m_obj_always_authenticate(key) &&
+        !p11m_login_context(tok, sess, &key->li))
         rv = P11M_CKR_RAISED;
     if (rv == CKR_OK)
         rv = P11M_CALL(tok->mod, C_Sign, sess, (CK_BYTE_PTR) in, inlen, sig, &len);
@@ -635,6 +660,12 @@ CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size
     int recovered = 0;
     CK_RV rv = CKR_OK;
 
+    /* A C_Sign size query would leave the operation active on a pooled session. */
+    if (sig == NULL || cap == 0) {
+        p11m_raise(P11M_R_INTERNAL, "p11m_sign needs a signature buffer");
+        return P11M_CKR_RAISED;
+    }
+
     p11m_error_hold();
     for (int attempt = 0; attempt < 3; attempt++) {
         *siglen = cap;
@@ -642,7 +673,10 @@ CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size
         if (rv == CKR_OK)
             break;
         if (rv == CKR_USER_NOT_LOGGED_IN && attempt == 0) {
-            p11m_login_lost(key->tok); /* the token forgot us (idle logout, re-insert) */
+            /* The token forgot us (idle logout, card reset): look the key up again,
+             * which logs in first. */
+            p11m_login_lost(key->tok);
+            obj_forget_handle(key);
             continue;
         }
         if ((rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID) &&

@@ -113,6 +113,7 @@ struct p11m_module {
     CK_INFO info;
     unsigned generation; /* fork generation at the last C_Initialize */
     unsigned epoch;      /* bumped by every re-initialisation */
+    int shared;          /* initialised by someone else first: never finalised by us */
     /* Held for reading while a session is checked out (and around slot listing), for
      * writing while the module is re-initialised: C_Finalize never runs under a call. */
     pthread_rwlock_t use_lock;
@@ -131,10 +132,13 @@ CK_RV p11m_module_check_fork(P11M_MODULE *mod);
 /*
  * Finalises and initialises the module again, so a module that only scans for tokens at
  * initialisation (SoftHSM2) sees a token that came back. At most once a second per
- * module; never call it while holding a session of the module. 1 if it re-initialised.
+ * module, and never for a module that the program or another library initialised first
+ * (finalising it would end their sessions); never call it while holding a session of
+ * the module. 1 if it re-initialised.
  */
 int p11m_module_reinit(P11M_MODULE *mod);
-void p11m_module_enter(P11M_MODULE *mod);
+/* Read lock around use of the module; 0 (raised) if it could not be taken. */
+int p11m_module_enter(P11M_MODULE *mod);
 void p11m_module_leave(P11M_MODULE *mod);
 /* Fork generation: bumped in every child after fork. */
 unsigned p11m_fork_generation(void);
@@ -184,6 +188,7 @@ typedef struct p11m_token P11M_TOKEN;
 typedef struct p11m_token_list {
     P11M_TOKEN **v;
     size_t n;
+    size_t seen; /* initialised tokens the module showed, matching or not */
 } P11M_TOKEN_LIST;
 /* Fills list with the present tokens of module mod matching uri. 1 on success (even with
  * no match: n == 0), 0 on error (raised). */

@@ -22,7 +22,6 @@ struct p11m_token {
     size_t n_idle;
     /* Bumped whenever handles of this token may have gone stale: fork, removal. */
     unsigned epoch;
-    unsigned fork_generation;
     unsigned mod_epoch; /* the module's epoch this entry was last valid in */
     int absent;
     int logged_in;
@@ -33,8 +32,8 @@ struct p11m_token {
     CK_ULONG n_mechs;
 };
 
-/* Drops pooled sessions and login state if the process forked, or the module was
- * re-initialised, since the last use. */
+/* Drops pooled sessions and login state if the module was re-initialised since the
+ * last use (after fork, token.c's atfork handler has done so already). */
 void p11m_token_check_fork(P11M_TOKEN *tok);
 /* Makes sure the entry still points at its token (same label and serial), finding it in
  * another slot if it moved. CKR_OK, or CKR_TOKEN_NOT_PRESENT. */

@@ -106,9 +106,10 @@ int p11m_pin_read(const char *spec, P11M_PIN *pin)
 
     pin->len = 0;
     if (!p11m_pin_source_valid(spec)) {
+        /* The value is not shown: it may be a PIN typed in the wrong place. */
         p11m_raise(P11M_R_PIN_SOURCE,
-                   "PIN source '%s': expected file:PATH, env:NAME or an absolute path",
-                   spec != NULL ? spec : "");
+                   "PIN source: expected file:PATH, env:NAME or an absolute path "
+                   "(value not shown)");
         return 0;
     }
     if (spec[0] == '/')

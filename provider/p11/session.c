@@ -9,9 +9,8 @@ CK_RV p11m_session_get(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
 {
     CK_RV rv;
 
-    if (p11m_module_check_fork(tok->mod) != CKR_OK)
+    if (p11m_module_check_fork(tok->mod) != CKR_OK || !p11m_module_enter(tok->mod))
         return P11M_CKR_RAISED;
-    p11m_module_enter(tok->mod);
     p11m_token_check_fork(tok);
     pthread_mutex_lock(&tok->lock);
     if (tok->n_idle > 0) {
@@ -59,13 +58,15 @@ CK_RV p11m_session_open_rw(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
 {
     CK_RV rv;
 
-    if (p11m_module_check_fork(tok->mod) != CKR_OK)
+    /* Held until p11m_session_close, like a pooled session. */
+    if (p11m_module_check_fork(tok->mod) != CKR_OK || !p11m_module_enter(tok->mod))
         return P11M_CKR_RAISED;
     p11m_token_check_fork(tok);
     rv = P11M_CALL(tok->mod, C_OpenSession, tok->slot,
                    CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, sess);
     if (rv == CKR_OK)
         return CKR_OK;
+    p11m_module_leave(tok->mod);
     p11m_raise_ckr(rv, "C_OpenSession", "opening a read-write session on slot %lu",
                    tok->slot);
     return P11M_CKR_RAISED;

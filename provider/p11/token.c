@@ -69,18 +69,31 @@ static void token_reset_locked(P11M_TOKEN *tok)
     tok->epoch++;
 }
 
+/*
+ * In the child after fork: the parent's locks may have been held by threads that do not
+ * exist here, so every token starts afresh (memory only: PKCS#11 calls in an atfork
+ * handler can deadlock). Sessions and handles are forgotten; the module is initialised
+ * again at first use (module.c).
+ */
+static void token_atfork_child(void)
+{
+    pthread_mutex_init(&tokens_lock, NULL);
+    for (size_t i = 0; i < n_tokens; i++) {
+        pthread_mutex_init(&tokens[i]->lock, NULL);
+        pthread_mutex_init(&tokens[i]->login_lock, NULL);
+        token_reset_locked(tokens[i]);
+    }
+}
+
+static void token_register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, token_atfork_child);
+}
+
 void p11m_token_check_fork(P11M_TOKEN *tok)
 {
-    unsigned gen = p11m_fork_generation();
     unsigned mod_epoch = __atomic_load_n(&tok->mod->epoch, __ATOMIC_ACQUIRE);
 
-    if (__atomic_load_n(&tok->fork_generation, __ATOMIC_ACQUIRE) != gen) {
-        /* The parent's locks may have been held at fork time: start the child afresh. */
-        pthread_mutex_init(&tok->lock, NULL);
-        pthread_mutex_init(&tok->login_lock, NULL);
-        token_reset_locked(tok);
-        __atomic_store_n(&tok->fork_generation, gen, __ATOMIC_RELEASE);
-    }
     if (__atomic_load_n(&tok->mod_epoch, __ATOMIC_ACQUIRE) != mod_epoch) {
         pthread_mutex_lock(&tok->lock);
         if (tok->mod_epoch != mod_epoch) {
@@ -105,10 +118,13 @@ CK_RV p11m_token_revalidate(P11M_TOKEN *tok)
     CK_TOKEN_INFO info;
     CK_RV rv = CKR_TOKEN_NOT_PRESENT;
 
-    p11m_module_enter(tok->mod);
+    if (!p11m_module_enter(tok->mod))
+        return CKR_TOKEN_NOT_PRESENT;
     if (token_slot_holds(tok, tok->slot, &info)) {
         rv = CKR_OK;
     } else if (P11M_CALL(tok->mod, C_GetSlotList, CK_TRUE, slots, &n) == CKR_OK) {
+        if (n > 64)
+            n = 64;
         for (CK_ULONG i = 0; i < n && rv != CKR_OK; i++) {
             if (token_slot_holds(tok, slots[i], &info)) {
                 pthread_mutex_lock(&tok->lock);
@@ -155,7 +171,6 @@ static P11M_TOKEN *token_new(P11M_MODULE *mod, CK_SLOT_ID slot, const CK_TOKEN_I
     tok->mod = mod;
     tok->slot = slot;
     tok->info = *info;
-    tok->fork_generation = p11m_fork_generation();
     tok->mod_epoch = mod->epoch;
     pthread_mutex_init(&tok->lock, NULL);
     pthread_mutex_init(&tok->login_lock, NULL);
@@ -166,8 +181,10 @@ static P11M_TOKEN *token_new(P11M_MODULE *mod, CK_SLOT_ID slot, const CK_TOKEN_I
 static P11M_TOKEN *token_entry(P11M_MODULE *mod, CK_SLOT_ID slot,
                                const CK_TOKEN_INFO *info)
 {
+    static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
     P11M_TOKEN *tok = NULL;
 
+    pthread_once(&atfork_once, token_register_atfork);
     pthread_mutex_lock(&tokens_lock);
     for (size_t i = 0; i < n_tokens && tok == NULL; i++)
         if (tokens[i]->mod == mod && tokens[i]->slot == slot)
@@ -182,12 +199,14 @@ static P11M_TOKEN *token_entry(P11M_MODULE *mod, CK_SLOT_ID slot,
     }
     p11m_token_check_fork(tok);
     pthread_mutex_lock(&tok->lock);
-    if (tok->absent || !token_same_identity(&tok->info, info)) {
+    if (!token_same_identity(&tok->info, info)) {
         token_reset_locked(tok);
-        tok->pin_refused = 0; /* a different (or re-inserted) token: its own PIN state */
+        tok->pin_refused = 0; /* a different token: its own PIN state */
         free(tok->mechs);
         tok->mechs = NULL;
         tok->n_mechs = 0;
+    } else if (tok->absent) {
+        token_reset_locked(tok); /* the same token back: handles gone, PIN state kept */
     }
     tok->absent = 0;
     tok->info = *info;
@@ -196,7 +215,7 @@ static P11M_TOKEN *token_entry(P11M_MODULE *mod, CK_SLOT_ID slot,
 }
 
 static int token_slot_matches(P11M_MODULE *mod, P11KitUri *uri, CK_SLOT_ID slot,
-                              CK_TOKEN_INFO *info)
+                              CK_TOKEN_INFO *info, size_t *seen)
 {
     CK_SLOT_INFO sinfo;
     CK_SLOT_ID want = p11_kit_uri_get_slot_id(uri);
@@ -214,6 +233,7 @@ static int token_slot_matches(P11M_MODULE *mod, P11KitUri *uri, CK_SLOT_ID slot,
         return 0; /* e.g. SoftHSM's uninitialised slot: not a usable token */
     if (!(info->flags & CKF_TOKEN_INITIALIZED))
         return 0;
+    (*seen)++;
     return p11_kit_uri_match_token_info(uri, info);
 }
 
@@ -238,17 +258,22 @@ int p11m_tokens_find(P11M_MODULE *mod, P11KitUri *uri, P11M_TOKEN_LIST *list)
 
     list->v = NULL;
     list->n = 0;
+    list->seen = 0;
     if (p11m_module_check_fork(mod) != CKR_OK)
         return 0;
     if (!p11_kit_uri_match_module_info(uri, &mod->info))
         return 1;
-    p11m_module_enter(mod);
+    if (!p11m_module_enter(mod))
+        return 0;
     rv = P11M_CALL(mod, C_GetSlotList, CK_TRUE, NULL, &n);
     if (rv == CKR_OK && n > 0) {
-        slots = calloc(n, sizeof(*slots));
-        if (slots == NULL)
+        CK_ULONG cap = n;
+
+        if (cap > 4096 || (slots = calloc(cap, sizeof(*slots))) == NULL)
             goto done;
         rv = P11M_CALL(mod, C_GetSlotList, CK_TRUE, slots, &n);
+        if (n > cap)
+            n = cap;
     }
     if (rv != CKR_OK) {
         p11m_raise_ckr(rv, "C_GetSlotList", "listing slots of %s", mod->path);
@@ -257,7 +282,7 @@ int p11m_tokens_find(P11M_MODULE *mod, P11KitUri *uri, P11M_TOKEN_LIST *list)
     for (CK_ULONG i = 0; i < n; i++) {
         P11M_TOKEN *tok;
 
-        if (!token_slot_matches(mod, uri, slots[i], &info))
+        if (!token_slot_matches(mod, uri, slots[i], &info, &list->seen))
             continue;
         if ((tok = token_entry(mod, slots[i], &info)) == NULL ||
             !token_list_add(list, tok))
@@ -282,7 +307,12 @@ void p11m_token_list_free(P11M_TOKEN_LIST *list)
 CK_RV p11m_token_refresh_info(P11M_TOKEN *tok)
 {
     CK_TOKEN_INFO info;
-    CK_RV rv = P11M_CALL(tok->mod, C_GetTokenInfo, tok->slot, &info);
+    CK_RV rv;
+
+    if (!p11m_module_enter(tok->mod))
+        return P11M_CKR_RAISED;
+    rv = P11M_CALL(tok->mod, C_GetTokenInfo, tok->slot, &info);
+    p11m_module_leave(tok->mod);
 
     if (rv != CKR_OK) {
         if (p11m_rv_token_gone(rv))
@@ -298,14 +328,22 @@ CK_RV p11m_token_refresh_info(P11M_TOKEN *tok)
 static CK_RV token_load_mechs(P11M_TOKEN *tok)
 {
     CK_MECHANISM_TYPE *m = NULL;
-    CK_ULONG n = 0;
-    CK_RV rv = P11M_CALL(tok->mod, C_GetMechanismList, tok->slot, NULL, &n);
+    CK_ULONG n = 0, cap;
+    CK_RV rv;
 
+    if (!p11m_module_enter(tok->mod))
+        return P11M_CKR_RAISED;
+    rv = P11M_CALL(tok->mod, C_GetMechanismList, tok->slot, NULL, &n);
     if (rv == CKR_OK && n > 0) {
-        if (n > 4096 || (m = calloc(n, sizeof(*m))) == NULL)
-            return CKR_HOST_MEMORY;
-        rv = P11M_CALL(tok->mod, C_GetMechanismList, tok->slot, m, &n);
+        cap = n;
+        if (cap > 4096 || (m = calloc(cap, sizeof(*m))) == NULL)
+            rv = CKR_HOST_MEMORY;
+        else
+            rv = P11M_CALL(tok->mod, C_GetMechanismList, tok->slot, m, &n);
+        if (n > cap)
+            n = cap;
     }
+    p11m_module_leave(tok->mod);
     if (rv != CKR_OK) {
         free(m);
         return rv;

@@ -82,7 +82,8 @@ char *p11m_uri_redact(const char *s)
 
     if (out != NULL)
         strcpy(out, s);
-    while (p != NULL && (p = strstr(p, "pin-value=")) != NULL) {
+    /* Attribute names are case-insensitive to some parsers: redact any spelling. */
+    while (p != NULL && (p = strcasestr(p, "pin-value=")) != NULL) {
         char *v = p + 10;
         size_t n = strcspn(v, ";?&");
 
