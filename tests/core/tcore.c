@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dlfcn.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
@@ -227,9 +229,31 @@ static void test_uris(void)
     free(r);
 }
 
+/* A module the program initialised itself, before the core: its session must survive
+ * everything the core does. */
+static CK_FUNCTION_LIST *app_module(const char *path, CK_SESSION_HANDLE *sess)
+{
+    CK_FUNCTION_LIST *fl = NULL;
+    CK_C_GetFunctionList get;
+    CK_SLOT_ID slots[8];
+    CK_ULONG n = 8;
+    void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+
+    if (dl == NULL ||
+        (get = (CK_C_GetFunctionList) dlsym(dl, "C_GetFunctionList")) == NULL ||
+        get(&fl) != CKR_OK || fl->C_Initialize(NULL) != CKR_OK ||
+        fl->C_GetSlotList(CK_TRUE, slots, &n) != CKR_OK || n == 0 ||
+        fl->C_OpenSession(slots[0], CKF_SERIAL_SESSION, NULL, NULL, sess) != CKR_OK)
+        return NULL;
+    return fl;
+}
+
 int main(int argc, char **argv)
 {
     P11M_LOGIN_INFO li = {NULL, NULL, NULL, NULL}, bad = {NULL, NULL, NULL, NULL};
+    CK_FUNCTION_LIST *app;
+    CK_SESSION_HANDLE app_sess = CK_INVALID_HANDLE;
+    CK_SESSION_INFO app_si;
     P11M_MODULE *mod;
     P11M_OBJ *key, *pub, *aa_key, *aa_pub;
     P11KitUri *uri;
@@ -247,8 +271,22 @@ int main(int argc, char **argv)
     test_pin_sources(argv[1]);
     test_uris();
 
+    /* SoftHSM2 answers a second C_Initialize with ALREADY_INITIALIZED: shared, never
+     * finalised by the core. p11-kit's proxy counts initialisations: finalising once
+     * more than we initialised never ends the program's use of it. */
+    app = app_module(SOFTHSM_MODULE, &app_sess);
+    t_ok(app != NULL, "setup: the program initialised SoftHSM2 itself first");
+    mod = p11m_module_get(SOFTHSM_MODULE, NULL);
+    t_ok(mod != NULL && !p11m_module_reinit(mod),
+         "module: one the program initialised first is never finalised by us");
+    t_ok(app != NULL && app->C_GetSessionInfo(app_sess, &app_si) == CKR_OK,
+         "... and the program's own session is still valid");
+    app = app_module(P11KIT_PROXY, &app_sess);
     mod = p11m_module_get(NULL, NULL);
     t_ok(mod != NULL, "module: p11-kit's proxy loads as the default");
+    t_ok(app != NULL && mod != NULL && p11m_module_reinit(mod) &&
+             app->C_GetSessionInfo(app_sess, &app_si) == CKR_OK,
+         "module: re-initialising the proxy leaves the program's session valid");
     t_ok(p11m_module_get("/nonexistent/module.so", NULL) == NULL &&
              strstr(p11m_last_error(NULL), "/nonexistent/module.so") != NULL,
          "module: a missing module is named in the error");
@@ -294,7 +332,24 @@ int main(int argc, char **argv)
     t_ok(p11m_login_count() == logins + 2, "... two context-specific C_Login calls (%lu)",
          p11m_login_count() - logins);
     p11m_obj_free(aa_key);
+
+    /* Found before login, the key stands in for its public half: the flag must still be
+     * learnt when its handle is looked up. */
+    logout_behind_the_cores_back(key);
+    p11m_login_lost(p11m_obj_token(key));
+    aa_key = find_one(mod, "pkcs11:token=p11mtls-test;object=always;type=private", &li);
+    logins = p11m_login_count();
+    t_ok(aa_key != NULL && aa_pub != NULL && sign_ecdsa_and_verify(aa_key, aa_pub) &&
+             p11m_obj_always_authenticate(aa_key),
+         "always-authenticate: a key found before login signs with a context login");
+    t_ok(p11m_login_count() == logins + 2,
+         "... one user and one context-specific C_Login (%lu)",
+         p11m_login_count() - logins);
+    p11m_obj_free(aa_key);
     p11m_obj_free(aa_pub);
+    sleep(1); /* re-initialisation is rate-limited to once a second */
+    t_ok(p11m_module_reinit(mod) == 1,
+         "read-write sessions leave the module lock balanced (re-init can take it)");
 
     /* Last, as it leaves the token's PIN refused for the rest of this process. */
     p11m_obj_free(key);

@@ -6,7 +6,7 @@ source "$(dirname "$0")/common.sh"
 fx_workdir provider-faults
 fx_token && fx_ca || bail_out "fixtures could not be built"
 prov_conf
-plan 8
+plan 10
 
 # run_loop OUT N: sign every 200 ms in the background, output in OUT.
 run_loop() { tprov loop "$(key_uri p256)" "$2" 200 >"$1" 2>&1 & LOOP=$!; }
@@ -27,4 +27,14 @@ wait "$LOOP"; rc=$?
 is "program that started without its token survives" "$rc" 0
 like "... reports it clearly" "$(head -1 absent.log)" "FAIL .*(no token matches the URI|token not present)"
 like "... and works once the token arrives" "$(tail -1 absent.log)" "^24 ok"
+
+# A wrong PIN stays refused when the same token goes away and comes back: re-insertion
+# must not earn it another try (a token locks after a few).
+(umask 077 && echo 0000 >wrong-pin.txt)
+prov_conf "pin-source=file:$WORK/wrong-pin.txt" debug-level=2 "debug-file=$WORK/wrong.log"
+run_loop wrong.out 20
+sleep 1; mv token token.away; sleep 1.5; mv token.away token
+wait "$LOOP"
+like "wrong PIN across removal and return: every attempt fails" "$(grep -c ' ok' wrong.out)" "^0$"
+is "... with exactly one C_Login in the whole run" "$(grep -c 'C_Login(' wrong.log)" 1
 finish
