@@ -1,0 +1,1061 @@
+/*
+ * driver.c - p11mtls-bench: runs the benchmark contenders side by side and prints the
+ * table. Run it through tests/bench/run, which builds, makes the token, the CA, the
+ * keys and the configuration files in DIR, and then calls
+ *
+ *   p11mtls-bench --dir DIR --worker PATH --preload PATH --provider PATH --module PATH
+ *                 [--engine SO] [--quick] [--rounds N] [--slice MS] [--only LIST]
+ *
+ * Method. These machines' speed swings by a quarter within seconds, so one long run per
+ * contender compares weather, not code. Every contender runs in its own worker process
+ * (worker.c), set up and warmed before any timing; the driver then times them in turn in
+ * short slices (A B C A B C ..., the order rotated each round) and keeps each one's BEST
+ * slice. Contenders compared by a ratio have thus met the same conditions, and the best
+ * slice is the one least disturbed. Absolute figures depend on the machine; the ratios
+ * are what to compare.
+ *
+ * LIST (comma-separated, default all but count): sign, tls, shim, startup, mem, count
+ * (instructions per operation under callgrind: repeatable, about 3 minutes).
+ * Exit status: 0 when everything ran (targets met or not: see the table), 1 when a
+ * contender could not run, 2 on usage errors.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+extern char **environ;
+
+/* ---- options ---- */
+
+static struct {
+    const char *dir, *worker, *preload, *provider, *module, *engine, *only;
+    int rounds, quick, mem_first, mem_second, spawn_runs;
+    double slice_ms;
+} opt;
+
+static int failures;
+static int targets_met, targets_missed;
+
+static int want(const char *part)
+{
+    size_t n = strlen(part);
+
+    if (opt.only == NULL)
+        return 1;
+    for (const char *p = opt.only; (p = strstr(p, part)) != NULL; p += n)
+        if ((p == opt.only || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+            return 1;
+    return 0;
+}
+
+static const char *in_dir(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static const char *in_dir(const char *fmt, ...)
+{
+    static char buf[32][PATH_MAX];
+    static int next;
+    char *p = buf[next++ % 32], name[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof(name), fmt, ap);
+    va_end(ap);
+    snprintf(p, PATH_MAX, "%s/%s", opt.dir, name);
+    return p;
+}
+
+static double now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec * 1e9 + (double) ts.tv_nsec;
+}
+
+/* ---- workers ---- */
+
+#define MAX_ARGS 40
+#define MAX_ENV  8
+
+typedef struct worker {
+    char name[80];
+    const char *argv[MAX_ARGS];
+    int argc;
+    const char *cg_out; /* run under callgrind, writing this file */
+    const char *env[MAX_ENV]; /* "NAME=VALUE" to set, "NAME" to unset */
+    int envc;
+    pid_t pid;
+    FILE *to, *from;
+    char log[PATH_MAX];
+    int alive;
+    char why[200];
+} WORKER;
+
+static void w_args(WORKER *w, ...)
+{
+    va_list ap;
+    const char *a;
+
+    va_start(ap, w);
+    while ((a = va_arg(ap, const char *)) != NULL && w->argc < MAX_ARGS - 1)
+        w->argv[w->argc++] = a;
+    va_end(ap);
+    w->argv[w->argc] = NULL;
+}
+
+static void w_env(WORKER *w, const char *kv)
+{
+    if (w->envc < MAX_ENV)
+        w->env[w->envc++] = kv;
+}
+
+static void w_why_from_log(WORKER *w)
+{
+    FILE *f = fopen(w->log, "r");
+    char line[512];
+
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        /* The last line that says something about the failure. */
+        if (strstr(line, "signs with mechanism") == NULL && line[0] != '\0')
+            snprintf(w->why, sizeof(w->why), "%.190s", line);
+    }
+    fclose(f);
+}
+
+static void w_dead(WORKER *w)
+{
+    int st;
+
+    if (!w->alive && w->pid == 0)
+        return;
+    w->alive = 0;
+    if (w->to != NULL)
+        fclose(w->to);
+    if (w->from != NULL)
+        fclose(w->from);
+    w->to = w->from = NULL;
+    if (w->pid > 0)
+        waitpid(w->pid, &st, 0);
+    w->pid = 0;
+    if (w->why[0] == '\0')
+        w_why_from_log(w);
+}
+
+/* Starts the worker and waits for its "ready". */
+static int w_start(WORKER *w)
+{
+    int in[2], out[2], fd;
+    char line[256], *slug;
+
+    snprintf(w->log, sizeof(w->log), "%s/logs/%s.log", opt.dir, w->name);
+    for (slug = strrchr(w->log, '/') + 1; *slug != '\0'; slug++)
+        if (*slug == ' ' || *slug == '/' || *slug == '\'')
+            *slug = '_';
+    w->why[0] = '\0';
+    if (pipe(in) != 0 || pipe(out) != 0)
+        return 0;
+    fflush(NULL);
+    w->pid = fork();
+    if (w->pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        fd = open(w->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0)
+            dup2(fd, 2);
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
+        for (int i = 0; i < w->envc; i++) {
+            const char *eq = strchr(w->env[i], '=');
+
+            if (eq == NULL) {
+                unsetenv(w->env[i]);
+            } else {
+                char name[128];
+
+                snprintf(name, sizeof(name), "%.*s", (int) (eq - w->env[i]), w->env[i]);
+                setenv(name, eq + 1, 1);
+            }
+        }
+        if (w->cg_out != NULL) {
+            const char *argv[MAX_ARGS + 8];
+            char cg[PATH_MAX + 32];
+            int n = 0;
+
+            snprintf(cg, sizeof(cg), "--callgrind-out-file=%s", w->cg_out);
+            argv[n++] = "valgrind";
+            argv[n++] = "--tool=callgrind";
+            argv[n++] = "-q";
+            argv[n++] = cg;
+            argv[n++] = opt.worker;
+            for (int i = 1; i < w->argc; i++)
+                argv[n++] = w->argv[i];
+            argv[n] = NULL;
+            execvp("valgrind", (char *const *) argv);
+            fprintf(stderr, "exec valgrind: %s\n", strerror(errno));
+            _exit(127);
+        }
+        execv(opt.worker, (char *const *) w->argv);
+        fprintf(stderr, "exec %s: %s\n", opt.worker, strerror(errno));
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    w->to = fdopen(in[1], "w");
+    w->from = fdopen(out[0], "r");
+    w->alive = 1;
+    if (fgets(line, sizeof(line), w->from) == NULL || strncmp(line, "ready", 5) != 0) {
+        w_dead(w);
+        return 0;
+    }
+    return 1;
+}
+
+/* Sends a command line. */
+static void w_send(WORKER *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void w_send(WORKER *w, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!w->alive)
+        return;
+    va_start(ap, fmt);
+    vfprintf(w->to, fmt, ap);
+    va_end(ap);
+    fputc('\n', w->to);
+    fflush(w->to);
+}
+
+/* Reads "ok A B [C]": the number of values read, 0 if the worker died. The third value,
+ * when there is one, goes to w_extra. */
+static double w_extra;
+static int w_recv(WORKER *w, double *a, double *b)
+{
+    char line[256];
+    int n;
+
+    w_extra = -1;
+    if (!w->alive)
+        return 0;
+    if (fgets(line, sizeof(line), w->from) == NULL ||
+        (n = sscanf(line, "ok %lf %lf %lf", a, b, &w_extra)) < 1) {
+        w_dead(w);
+        return 0;
+    }
+    return n;
+}
+
+#define w_cmd(w, a, b, ...) (w_send((w), __VA_ARGS__), w_recv((w), (a), (b)))
+
+static void w_stop(WORKER *w)
+{
+    if (w->alive) {
+        fputs("quit\n", w->to);
+        fflush(w->to);
+    }
+    w_dead(w);
+}
+
+/* A contender in a comparison: its worker and its best rate per thread count. */
+typedef struct cont {
+    WORKER w;
+    const char *tag;  /* short column tag */
+    double best[2];   /* best rate over undisturbed slices (else over all) */
+    double second[2]; /* the second best of those */
+    int clean[2];     /* undisturbed slices */
+    double any[2];    /* best rate over all slices */
+} CONT;
+
+static void cont_init(CONT *c, const char *tag, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void cont_init(CONT *c, const char *tag, const char *fmt, ...)
+{
+    va_list ap;
+
+    memset(c, 0, sizeof(*c));
+    c->tag = tag;
+    va_start(ap, fmt);
+    vsnprintf(c->w.name, sizeof(c->w.name), fmt, ap);
+    va_end(ap);
+    c->w.argv[c->w.argc++] = "p11mtls-bench-worker";
+}
+
+/*
+ * Whether something else ran during a slice. /proc/stat says how much CPU time the
+ * whole machine spent busy (steal time included: a hypervisor that takes the CPU away
+ * is as bad as a neighbour); the worker says how much of it was its own. A slice where
+ * others took more than 5% of the machine's capacity is disturbed: it is not used for
+ * the best rate while undisturbed slices exist.
+ */
+static double stat_busy_ns(void)
+{
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    int n = 0;
+
+    if (f != NULL) {
+        n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                   &v[3], &v[4], &v[5], &v[6], &v[7]);
+        fclose(f);
+    }
+    if (n < 8)
+        return -1;
+    /* user nice system [idle iowait] irq softirq steal */
+    return (double) (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) * 1e9 /
+           (double) sysconf(_SC_CLK_TCK);
+}
+
+static long ncpu;
+static int slices_total, slices_disturbed;
+
+/*
+ * Before a slice, waits (up to 1 s, and 90 s in the whole run) for a moment when the
+ * machine is idle: 50 ms in which less than 5% of its capacity was busy.
+ */
+static double waited_ns;
+static void quiet_wait(void)
+{
+    const struct timespec probe = {0, 50 * 1000 * 1000};
+
+    for (int i = 0; i < 20 && waited_ns < 90e9; i++) {
+        double t0 = now_ns(), b0 = stat_busy_ns(), b1, dt;
+
+        nanosleep(&probe, NULL);
+        b1 = stat_busy_ns();
+        dt = now_ns() - t0;
+        waited_ns += dt;
+        if (b0 < 0 || b1 < 0 || b1 - b0 <= 0.05 * dt * (double) ncpu)
+            return;
+    }
+}
+
+/* One timed slice; 1 and the rate if the worker answered. */
+static int timed_slice(CONT *x, int t, int threads)
+{
+    double ops, ns, busy0, busy1, others, r;
+    int clean;
+
+    quiet_wait();
+    busy0 = stat_busy_ns();
+
+    if (w_cmd(&x->w, &ops, &ns, "run %.0f %d", opt.slice_ms, threads) < 2 || ns <= 0)
+        return 0;
+    busy1 = stat_busy_ns();
+    others = busy0 < 0 || busy1 < 0 || w_extra < 0 ? 0 : (busy1 - busy0) - w_extra;
+    clean = others <= 0.05 * ns * (double) ncpu;
+    r = ops * 1e9 / ns;
+    slices_total++;
+    if (!clean)
+        slices_disturbed++;
+    if (r > x->any[t])
+        x->any[t] = r;
+    if (clean) {
+        x->clean[t]++;
+        if (r > x->best[t]) {
+            x->second[t] = x->best[t];
+            x->best[t] = r;
+        } else if (r > x->second[t]) {
+            x->second[t] = r;
+        }
+    }
+    return 1;
+}
+
+/*
+ * Times the contenders: start all, one warm-up slice each, then at least `rounds`
+ * rounds; in each round and for each thread count, one slice per contender in rotated
+ * order. While a contender has fewer than 3 undisturbed slices, rounds go on, up to
+ * twice `rounds`. A contender that cannot start or dies is reported and left out (its
+ * rate stays 0). A rate from disturbed slices only is shown with a '~'.
+ */
+static void compare(CONT *c, int n, const int *threads, int nthreads)
+{
+    double ops, ns;
+
+    for (int i = 0; i < n; i++) {
+        if (!w_start(&c[i].w)) {
+            fprintf(stderr, "p11mtls-bench: %s: could not start: %s (log: %s)\n",
+                    c[i].w.name, c[i].w.why, c[i].w.log);
+            continue;
+        }
+        for (int t = 0; t < nthreads; t++)
+            w_cmd(&c[i].w, &ops, &ns, "run %.0f %d", opt.slice_ms, threads[t]);
+    }
+    for (int r = 0; r < 2 * opt.rounds; r++) {
+        int short_of_clean = 0;
+
+        for (int i = 0; i < n; i++)
+            for (int t = 0; t < nthreads; t++)
+                if (c[i].w.alive && c[i].clean[t] < 3)
+                    short_of_clean = 1;
+        if (r >= opt.rounds && !short_of_clean)
+            break;
+        for (int t = 0; t < nthreads; t++)
+            for (int k = 0; k < n; k++)
+                timed_slice(&c[(k + r) % n], t, threads[t]);
+    }
+    for (int i = 0; i < n; i++) {
+        for (int t = 0; t < nthreads; t++)
+            if (c[i].clean[t] == 0)
+                c[i].best[t] = -c[i].any[t]; /* negative: disturbed only */
+        if (!c[i].w.alive) {
+            if (c[i].w.why[0] == '\0')
+                w_why_from_log(&c[i].w);
+            if (c[i].any[0] > 0)
+                fprintf(stderr, "p11mtls-bench: %s died: %s (log: %s)\n", c[i].w.name,
+                        c[i].w.why, c[i].w.log);
+            c[i].best[0] = c[i].best[1] = 0;
+            failures++;
+        }
+        w_stop(&c[i].w);
+    }
+}
+
+/* ---- table cells ---- */
+
+/* A rate; '~' in front when only disturbed slices were had (stored negative). */
+static char *rate(double v)
+{
+    static char buf[16][24];
+    static int next;
+    char *p = buf[next++ % 16];
+    const char *mark = v < 0 ? "~" : "";
+
+    v = v < 0 ? -v : v;
+    if (v == 0)
+        snprintf(p, 24, "n/a");
+    else if (v >= 100)
+        snprintf(p, 24, "%s%.0f", mark, v);
+    else
+        snprintf(p, 24, "%s%.1f", mark, v);
+    return p;
+}
+
+/* "0.990 met" / "0.950 MISSED" (target > 0), or "0.990" (no target); a '~' after the
+ * number when a figure came from disturbed slices only. */
+static char *ratio(double num, double den, double target)
+{
+    static char buf[16][32];
+    static int next;
+    char *p = buf[next++ % 16];
+    const char *mark = num < 0 || den < 0 ? "~" : "";
+    double r;
+
+    num = num < 0 ? -num : num;
+    den = den < 0 ? -den : den;
+    if (num == 0 || den == 0) {
+        snprintf(p, 32, "n/a");
+        return p;
+    }
+    r = num / den;
+    if (target <= 0) {
+        snprintf(p, 32, "%.3f%s", r, mark);
+        return p;
+    }
+    /* Judged on the printed value (three decimals). */
+    if (r + 0.0005 >= target) {
+        snprintf(p, 32, "%.3f%s met", r, mark);
+        targets_met++;
+    } else {
+        snprintf(p, 32, "%.3f%s MISSED", r, mark);
+        targets_missed++;
+    }
+    return p;
+}
+
+/*
+ * How far the best slice stands above the second best, in percent, for the worse of
+ * two contenders: what dropping one lucky slice would change. A ratio that misses its
+ * target by less than this is within the measurement's noise.
+ */
+static char *noise(const CONT *x, const CONT *y, int t)
+{
+    static char buf[16][16];
+    static int next;
+    char *p = buf[next++ % 16];
+    double n = 0;
+    const CONT *c[2] = {x, y};
+
+    for (int i = 0; i < 2; i++) {
+        if (c[i] == NULL || c[i]->best[t] <= 0 || c[i]->second[t] <= 0) {
+            snprintf(p, 16, "-");
+            return p;
+        }
+        if ((c[i]->best[t] - c[i]->second[t]) / c[i]->best[t] > n)
+            n = (c[i]->best[t] - c[i]->second[t]) / c[i]->best[t];
+    }
+    snprintf(p, 16, "%.1f%%", n * 100);
+    return p;
+}
+
+/* ---- 1. signing ---- */
+
+static const struct scheme {
+    const char *title, *name, *label;
+} schemes[] = {
+    {"RSA-2048 PKCS#1", "rsa-pkcs1", "rsa2048"},
+    {"RSA-2048 PSS", "rsa-pss", "rsa2048"},
+    {"ECDSA P-256", "ecdsa", "p256"},
+    {"Ed25519", "ed25519", "ed25519"},
+};
+
+static const char *key_uri(const char *label)
+{
+    static char buf[8][200];
+    static int next;
+    char *p = buf[next++ % 8];
+
+    snprintf(p, 200, "pkcs11:token=p11mtls-test;object=%s;type=private", label);
+    return p;
+}
+
+static void sign_worker(CONT *c, const char *tag, const struct scheme *s, const char *via)
+{
+    cont_init(c, tag, "sign-%s-%s%s", s->name, via, strcmp(tag, "a*") == 0 ? "-loaded" : "");
+    w_env(&c->w, "LD_PRELOAD");
+    w_args(&c->w, "sign", "--via", via, "--scheme", s->name, NULL);
+    if (strcmp(via, "prov") == 0)
+        w_args(&c->w, "--conf", in_dir("provider.cnf"), "--uri", key_uri(s->label), NULL);
+    else if (strcmp(via, "soft") == 0)
+        w_args(&c->w, "--key-file", in_dir("soft-%s.key", s->label), NULL);
+    else
+        w_args(&c->w, "--module", opt.module, "--pin-file", in_dir("pin.txt"), "--uri",
+               key_uri(s->label), NULL);
+    if (strcmp(tag, "a*") == 0)
+        w_args(&c->w, "--conf", in_dir("provider.cnf"), NULL);
+    if (strcmp(via, "engine") == 0) {
+        /* libp11 0.4.12 cannot list the private keys of a token that holds an EdDSA
+         * key: the engine gets a copy of the token without the Ed25519 key (the same
+         * RSA and EC key objects). */
+        static char conf[PATH_MAX + 20];
+
+        snprintf(conf, sizeof(conf), "SOFTHSM2_CONF=%s", in_dir("softhsm2-libp11.conf"));
+        w_env(&c->w, conf);
+        w_args(&c->w, "--engine", opt.engine, NULL);
+    }
+}
+
+static void bench_sign(void)
+{
+    static const int threads[] = {1, 2};
+    static const char *const fmt =
+        "%-16s %3s %7s %7s %7s %7s %7s %7s  %-12s %-12s %-7s %s\n";
+
+    printf("\n1. Signing, operations per second (best slice); a, a', a*, b, c use the same "
+           "token key\n");
+    printf("   a   C_SignInit+C_Sign only, the mechanism p11mtls picks, a session per "
+           "thread:\n       the limit of the token\n");
+    printf("   a'  the same with the raw mechanism and SHA-256 in software each time "
+           "(what libp11 does)\n");
+    printf("   a*  a, in a process that has p11mtls loaded (configured, unused)\n");
+    printf("   b   p11mtls: EVP_MD_CTX_new, EVP_DigestSignInit_ex, EVP_DigestSign, "
+           "EVP_MD_CTX_free\n");
+    printf("   c   libp11 engine (libengine-pkcs11-openssl 0.4.12), the same EVP calls\n");
+    printf("   d   in-memory key in OpenSSL's default provider, the same EVP calls\n");
+    printf("   targets: b/a >= 0.97, b/c >= 1.00; b/a* is p11mtls's own cost. noise: how "
+           "much the best\n   slice of b, a or c stands above its second best (a miss by "
+           "less is within noise)\n\n");
+    printf(fmt, "scheme", "thr", "a", "a'", "a*", "b", "c", "d", "b/a", "b/c", "b/a*",
+           "noise");
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+        const struct scheme *s = &schemes[i];
+        int eddsa = strcmp(s->name, "ed25519") == 0;
+        CONT c[6];
+        int n = 0, ia, iam = -1, ial, ib, ic = -1, id;
+
+        ia = n;
+        sign_worker(&c[n++], "a", s, "raw");
+        if (!eddsa) {
+            iam = n;
+            sign_worker(&c[n++], "a'", s, "rawmech");
+        }
+        ial = n;
+        sign_worker(&c[n++], "a*", s, "raw");
+        ib = n;
+        sign_worker(&c[n++], "b", s, "prov");
+        if (!eddsa) { /* libp11 0.4.12 has no EdDSA */
+            ic = n;
+            sign_worker(&c[n++], "c", s, "engine");
+        }
+        id = n;
+        sign_worker(&c[n++], "d", s, "soft");
+        compare(c, n, threads, 2);
+        for (int t = 0; t < 2; t++) {
+            char thr[8];
+            double cv = ic >= 0 ? c[ic].best[t] : 0;
+
+            snprintf(thr, sizeof(thr), "%d", threads[t]);
+            printf(fmt, s->title, thr, rate(c[ia].best[t]),
+                   iam >= 0 ? rate(c[iam].best[t]) : "-", rate(c[ial].best[t]),
+                   rate(c[ib].best[t]), ic >= 0 ? rate(cv) : "-", rate(c[id].best[t]),
+                   ratio(c[ib].best[t], c[ia].best[t], 0.97),
+                   ic >= 0 ? ratio(c[ib].best[t], cv, 1.0) : "-",
+                   ratio(c[ib].best[t], c[ial].best[t], 0),
+                   ic >= 0 ? noise(&c[ib], &c[ic], t) : noise(&c[ib], &c[ia], t));
+        }
+    }
+    printf("   (-: not applicable. a for ECDSA is CKM_ECDSA over a SHA-256 hash computed "
+           "once: SoftHSM2 lists\n   no CKM_ECDSA_SHA256. c: libp11 0.4.12 has no EdDSA.)\n");
+}
+
+/* ---- 2. and 3. TLS handshakes ---- */
+
+static void tls_worker(CONT *c, const char *tag, const char *ver, const char *label,
+                       const char *via, const char *verify, const char *expect)
+{
+    cont_init(c, tag, "tls%s-%s-%s", ver, label, tag);
+    w_args(&c->w, "tls", "--via", via, "--tls", ver, "--dir", opt.dir, "--verify", verify,
+           "--expect", expect, NULL);
+    if (strcmp(via, "uri") == 0)
+        w_args(&c->w, "--conf", in_dir("provider.cnf"), "--uri", key_uri(label), "--cert",
+               in_dir("dev-%s.pem", label), NULL);
+    else if (strcmp(via, "file") == 0)
+        w_args(&c->w, "--key-file", in_dir("soft-%s.key", label), "--cert",
+               in_dir("soft-%s.pem", label), NULL);
+}
+
+static const char *const tls_versions[] = {"1.2", "1.3"};
+static const struct {
+    const char *title, *label;
+} tls_keys[] = {{"RSA-2048", "rsa2048"}, {"P-256", "p256"}};
+
+static void bench_tls(void)
+{
+    static const int one[] = {1};
+
+    printf("\n2. Full TLS handshakes per second with client authentication (best slice)\n");
+    printf("   client and server in one thread over a BIO pair, no resumption; server "
+           "P-256,\n   SSL_VERIFY_PEER|FAIL_IF_NO_PEER_CERT. Client key on the token "
+           "through p11mtls\n   vs. a software key of the same type in memory.\n\n");
+    printf("%-8s %-9s %10s %10s  %-18s %s\n", "TLS", "client", "p11mtls", "in-memory",
+           "p11mtls/in-memory", "noise");
+    for (int v = 0; v < 2; v++) {
+        for (int k = 0; k < 2; k++) {
+            CONT c[2];
+
+            tls_worker(&c[0], "p11mtls", tls_versions[v], tls_keys[k].label, "uri",
+                       "require", "cert");
+            tls_worker(&c[1], "memory", tls_versions[v], tls_keys[k].label, "file",
+                       "require", "cert");
+            for (int i = 0; i < 2; i++)
+                w_env(&c[i].w, "LD_PRELOAD");
+            compare(c, 2, one, 1);
+            printf("%-8s %-9s %10s %10s  %-18s %s\n", tls_versions[v], tls_keys[k].title,
+                   rate(c[0].best[0]), rate(c[1].best[0]), ratio(c[0].best[0], c[1].best[0], 0),
+                   noise(&c[0], &c[1], 0));
+            fflush(stdout);
+        }
+    }
+}
+
+static char env_preload[PATH_MAX + 20], env_provider[PATH_MAX + 20];
+
+static void shim_env(WORKER *w, const char *conf)
+{
+    static char buf[8][PATH_MAX + 20];
+    static int next;
+    char *p = buf[next++ % 8];
+
+    snprintf(p, PATH_MAX + 20, "P11MTLS_CONF=%s", conf);
+    w_env(w, env_preload);
+    w_env(w, env_provider);
+    w_env(w, p);
+}
+
+static void bench_shim(void)
+{
+    static const int one[] = {1};
+
+    printf("\n3. The shim (libp11mtls-preload.so): handshakes per second of one client "
+           "program\n");
+    printf("   none     no shim; server asks for a certificate, gets none\n");
+    printf("   nomatch  shim preloaded, no rule names the server; same server\n");
+    printf("   shim     shim preloaded, presents the token identity; server requires it\n");
+    printf("   native   no shim; the program loads the same token key through p11mtls\n");
+    printf("   targets: nomatch/none >= 0.99, shim/native >= 0.97\n\n");
+    printf("%-8s %-9s %7s %7s %7s %7s  %-13s %-6s %-13s %s\n", "TLS", "client", "none",
+           "nomatch", "shim", "native", "nomatch/none", "noise", "shim/native", "noise");
+    for (int v = 0; v < 2; v++) {
+        for (int k = 0; k < 2; k++) {
+            const char *ver = tls_versions[v], *label = tls_keys[k].label;
+            CONT c[4];
+
+            tls_worker(&c[0], "none", ver, label, "none", "request", "nocert");
+            w_env(&c[0].w, "LD_PRELOAD");
+            tls_worker(&c[1], "nomatch", ver, label, "none", "request", "nocert");
+            shim_env(&c[1].w, in_dir("shim-nomatch-%s.conf", label));
+            tls_worker(&c[2], "shim", ver, label, "none", "require", "cert");
+            shim_env(&c[2].w, in_dir("shim-%s.conf", label));
+            tls_worker(&c[3], "native", ver, label, "uri", "require", "cert");
+            w_env(&c[3].w, "LD_PRELOAD");
+            compare(c, 4, one, 1);
+            printf("%-8s %-9s %7s %7s %7s %7s  %-13s %-6s %-13s %s\n", ver, tls_keys[k].title,
+                   rate(c[0].best[0]), rate(c[1].best[0]), rate(c[2].best[0]),
+                   rate(c[3].best[0]), ratio(c[1].best[0], c[0].best[0], 0.99),
+                   noise(&c[1], &c[0], 0), ratio(c[2].best[0], c[3].best[0], 0.97),
+                   noise(&c[2], &c[3], 0));
+            fflush(stdout);
+        }
+    }
+}
+
+/* ---- 3b. start-up ---- */
+
+/* Builds an environment: environ without LD_PRELOAD, plus the shim's when preload. */
+static char **spawn_env(int preload)
+{
+    size_t n = 0;
+    char **env;
+
+    while (environ[n] != NULL)
+        n++;
+    env = calloc(n + 4, sizeof(*env));
+    n = 0;
+    for (char **e = environ; *e != NULL; e++)
+        if (strncmp(*e, "LD_PRELOAD=", 11) != 0 && strncmp(*e, "P11MTLS_CONF=", 13) != 0)
+            env[n++] = *e;
+    if (preload) {
+        static char conf[PATH_MAX + 20];
+
+        snprintf(conf, sizeof(conf), "P11MTLS_CONF=%s", in_dir("shim-p256.conf"));
+        env[n++] = env_preload;
+        env[n++] = env_provider;
+        env[n++] = conf;
+    }
+    return env;
+}
+
+/* Mean wall time of one run, in ms, over `runs` runs; -1 if a run failed. */
+static double spawn_slice(char *const argv[], char **env, int runs)
+{
+    posix_spawn_file_actions_t fa;
+    double t0 = now_ns();
+    int ok = 1;
+
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    for (int i = 0; i < runs && ok; i++) {
+        pid_t pid;
+        int st;
+
+        if (posix_spawn(&pid, argv[0], &fa, NULL, argv, env) != 0 ||
+            waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            ok = 0;
+    }
+    posix_spawn_file_actions_destroy(&fa);
+    return ok ? (now_ns() - t0) / runs / 1e6 : -1;
+}
+
+static void bench_startup(void)
+{
+    static char *true_argv[] = {"/bin/true", NULL};
+    static char *curl_argv[] = {"/usr/bin/curl", "--version", NULL};
+    static char **const progs[] = {true_argv, curl_argv};
+    char **env[2] = {spawn_env(0), spawn_env(1)};
+
+    printf("\n   Start-up: wall time of one run (fork+exec+exit, best slice mean of %d runs)\n",
+           opt.spawn_runs);
+    printf("   target: overhead <= 2 ms\n\n");
+    printf("%-22s %12s %12s  %s\n", "program", "no preload", "preload", "overhead");
+    for (int p = 0; p < 2; p++) {
+        double best[2] = {1e9, 1e9};
+        char name[64];
+
+        if (access(progs[p][0], X_OK) != 0) {
+            printf("%-22s (not installed)\n", progs[p][0]);
+            continue;
+        }
+        for (int r = 0; r < opt.rounds + 1; r++) {
+            for (int k = 0; k < 2; k++) {
+                int i = (k + r) % 2;
+                double ms = spawn_slice(progs[p], env[i], opt.spawn_runs);
+
+                if (ms < 0) {
+                    fprintf(stderr, "p11mtls-bench: %s failed\n", progs[p][0]);
+                    failures++;
+                    best[i] = -1;
+                } else if (r > 0 && ms < best[i] && best[i] >= 0) {
+                    best[i] = ms; /* round 0 warms the page cache */
+                }
+            }
+        }
+        snprintf(name, sizeof(name), "%s%s%s", progs[p][0], progs[p][1] ? " " : "",
+                 progs[p][1] ? progs[p][1] : "");
+        if (best[0] < 0 || best[1] < 0) {
+            printf("%-22s %12s %12s  n/a\n", name, "failed", "failed");
+            continue;
+        }
+        printf("%-22s %9.3f ms %9.3f ms  %+.3f ms %s\n", name, best[0], best[1],
+               best[1] - best[0], best[1] - best[0] <= 2.0 ? "met" : "MISSED");
+        if (best[1] - best[0] <= 2.0)
+            targets_met++;
+        else
+            targets_missed++;
+    }
+    free(env[0]);
+    free(env[1]);
+}
+
+/* ---- 4. memory ---- */
+
+static void bench_mem(void)
+{
+    static const char *const title[] = {"token via p11mtls", "token via the shim",
+                                        "in memory (reference)"};
+    const int first = opt.mem_first, second = opt.mem_second;
+    /* Noise: what a process that leaks nothing may drift by (heap, arenas). */
+    const double noise_kb = 256;
+    double kb1[3] = {0}, kb2[3] = {0}, ops, ns;
+    CONT c[3];
+
+    tls_worker(&c[0], "p11mtls", "1.3", "p256", "uri", "require", "cert");
+    w_env(&c[0].w, "LD_PRELOAD");
+    tls_worker(&c[1], "shim", "1.3", "p256", "none", "require", "cert");
+    shim_env(&c[1].w, in_dir("shim-p256.conf"));
+    tls_worker(&c[2], "memory", "1.3", "p256", "file", "require", "cert");
+    w_env(&c[2].w, "LD_PRELOAD");
+
+    printf("\n4. Memory: resident set size of the client+server process, TLS 1.3, "
+           "P-256 client key\n");
+    printf("   target: growth from %d to %d handshakes within noise (%.0f KiB)\n\n", first,
+           second, noise_kb);
+    printf("%-26s %12s %12s %10s %12s\n", "client key", "RSS@first", "RSS@second",
+           "growth", "per hshake");
+    /* Not a timing: the three run at once. Each did 1 handshake before "ready". */
+    for (int i = 0; i < 3; i++) {
+        snprintf(c[i].w.name, sizeof(c[i].w.name), "mem-%s", c[i].tag);
+        if (w_start(&c[i].w))
+            w_send(&c[i].w, "n %d", first - 1);
+    }
+    for (int i = 0; i < 3; i++)
+        if (w_recv(&c[i].w, &ops, &ns) == 2 && w_cmd(&c[i].w, &kb1[i], &ns, "rss") >= 1)
+            w_send(&c[i].w, "n %d", second - first);
+    for (int i = 0; i < 3; i++) {
+        if (w_recv(&c[i].w, &ops, &ns) != 2 || w_cmd(&c[i].w, &kb2[i], &ns, "rss") < 1) {
+            printf("%-26s failed: %s (log: %s)\n", title[i], c[i].w.why, c[i].w.log);
+            failures++;
+            w_stop(&c[i].w);
+            continue;
+        }
+        w_stop(&c[i].w);
+        printf("%-26s %8.0f KiB %8.0f KiB %6.0f KiB %8.1f B  %s\n", title[i], kb1[i], kb2[i],
+               kb2[i] - kb1[i], (kb2[i] - kb1[i]) * 1024 / (second - first),
+               i == 2 ? "" : (kb2[i] - kb1[i] <= noise_kb ? "met" : "MISSED"));
+        if (i < 2) {
+            if (kb2[i] - kb1[i] <= noise_kb)
+                targets_met++;
+            else
+                targets_missed++;
+        }
+    }
+}
+
+/* ---- 5. instructions (callgrind) ---- */
+
+/*
+ * Instructions per operation, counted by callgrind: the worker zeroes the counters
+ * before its `n COUNT` loop and dumps them after it (<valgrind/callgrind.h>), so set-up
+ * and the first operation are not counted. Repeatable to a fraction of a percent
+ * whatever else the machine does; it misses what instructions do not show (cache misses,
+ * lock waits, system calls' time). Returns instructions per operation, 0 on failure.
+ */
+static double count_one(CONT *c, int n)
+{
+    char out[PATH_MAX], part[PATH_MAX + 4], line[256];
+    double ops, ns, total = 0;
+    FILE *f;
+
+    snprintf(out, sizeof(out), "%s/logs/%s.callgrind", opt.dir, c->w.name);
+    snprintf(part, sizeof(part), "%s.1", out);
+    unlink(part);
+    c->w.cg_out = out;
+    if (!w_start(&c->w) || w_cmd(&c->w, &ops, &ns, "n %d", n) != 2) {
+        printf("   %s: failed: %s (log: %s)\n", c->w.name, c->w.why, c->w.log);
+        failures++;
+        w_stop(&c->w);
+        return 0;
+    }
+    w_stop(&c->w);
+    if ((f = fopen(part, "r")) == NULL) {
+        printf("   %s: no callgrind dump (%s): worker built without "
+               "valgrind/callgrind.h?\n", c->w.name, part);
+        failures++;
+        return 0;
+    }
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "summary: %lf", &total) == 1)
+            break;
+    fclose(f);
+    return total / n;
+}
+
+static char *kinstr(double v)
+{
+    static char buf[16][24];
+    static int next;
+    char *p = buf[next++ % 16];
+
+    if (v <= 0)
+        snprintf(p, 24, "-");
+    else
+        snprintf(p, 24, "%.1fk", v / 1000);
+    return p;
+}
+
+static void bench_count(void)
+{
+    static const int nsign[] = {30, 30, 300, 100};
+    static const char *const fmt = "%-16s %8s %8s %8s %8s %8s  %-7s %-7s %-7s\n";
+    const int nhs = 40;
+
+    printf("\n5. Instructions per operation (callgrind; repeatable, load-independent)\n");
+    printf("   the same contenders, counted instead of timed. Ratios are given as "
+           "throughput:\n   b/a = instructions(a) / instructions(b), so they read like "
+           "the timed ones\n\n");
+    printf(fmt, "scheme", "a", "a*", "b", "c", "d", "b/a", "b/a*", "b/c");
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+        const struct scheme *s = &schemes[i];
+        int eddsa = strcmp(s->name, "ed25519") == 0;
+        CONT c[5];
+        double v[5] = {0};
+
+        sign_worker(&c[0], "a", s, "raw");
+        sign_worker(&c[1], "a*", s, "raw");
+        sign_worker(&c[2], "b", s, "prov");
+        sign_worker(&c[3], "c", s, "engine");
+        sign_worker(&c[4], "d", s, "soft");
+        for (int k = 0; k < 5; k++) {
+            snprintf(c[k].w.name + strlen(c[k].w.name),
+                     sizeof(c[k].w.name) - strlen(c[k].w.name), "-count");
+            if (!(k == 3 && eddsa))
+                v[k] = count_one(&c[k], nsign[i]);
+        }
+        printf(fmt, s->title, kinstr(v[0]), kinstr(v[1]), kinstr(v[2]), kinstr(v[3]),
+               kinstr(v[4]), ratio(v[0], v[2], 0), ratio(v[1], v[2], 0),
+               v[3] > 0 ? ratio(v[3], v[2], 0) : "-");
+    }
+    printf("\n%-8s %-9s %8s %8s %8s %8s  %-12s %s\n", "TLS", "client", "none", "nomatch",
+           "shim", "native", "nomatch/none", "shim/native");
+    for (int v = 0; v < 2; v++) {
+        for (int k = 0; k < 2; k++) {
+            const char *ver = tls_versions[v], *label = tls_keys[k].label;
+            double x[4] = {0};
+            CONT c[4];
+
+            tls_worker(&c[0], "none", ver, label, "none", "request", "nocert");
+            w_env(&c[0].w, "LD_PRELOAD");
+            tls_worker(&c[1], "nomatch", ver, label, "none", "request", "nocert");
+            shim_env(&c[1].w, in_dir("shim-nomatch-%s.conf", label));
+            tls_worker(&c[2], "shim", ver, label, "none", "require", "cert");
+            shim_env(&c[2].w, in_dir("shim-%s.conf", label));
+            tls_worker(&c[3], "native", ver, label, "uri", "require", "cert");
+            w_env(&c[3].w, "LD_PRELOAD");
+            for (int j = 0; j < 4; j++) {
+                snprintf(c[j].w.name + strlen(c[j].w.name),
+                         sizeof(c[j].w.name) - strlen(c[j].w.name), "-count");
+                x[j] = count_one(&c[j], nhs);
+            }
+            printf("%-8s %-9s %8s %8s %8s %8s  %-12s %s\n", ver, tls_keys[k].title,
+                   kinstr(x[0]), kinstr(x[1]), kinstr(x[2]), kinstr(x[3]),
+                   ratio(x[0], x[1], 0), ratio(x[3], x[2], 0));
+        }
+    }
+}
+
+/* ---- main ---- */
+
+static void usage(void)
+{
+    fputs("usage: p11mtls-bench --dir DIR --worker PATH --preload PATH --provider PATH\n"
+          "                     --module PATH [--engine SO] [--quick] [--rounds N]\n"
+          "                     [--slice MS] [--only sign,tls,shim,startup,mem,count]\n"
+          "Normally run through tests/bench/run, which prepares DIR.\n",
+          stderr);
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"dir", required_argument, NULL, 'd'},     {"worker", required_argument, NULL, 'w'},
+        {"preload", required_argument, NULL, 'p'}, {"provider", required_argument, NULL, 'P'},
+        {"module", required_argument, NULL, 'm'},  {"engine", required_argument, NULL, 'e'},
+        {"quick", no_argument, NULL, 'q'},         {"rounds", required_argument, NULL, 'r'},
+        {"slice", required_argument, NULL, 's'},   {"only", required_argument, NULL, 'o'},
+        {NULL, 0, NULL, 0},
+    };
+    double t0 = now_ns();
+    int ch;
+
+    opt.engine = BENCH_ENGINE_SO;
+    opt.rounds = 0;
+    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'd': opt.dir = optarg; break;
+        case 'w': opt.worker = optarg; break;
+        case 'p': opt.preload = optarg; break;
+        case 'P': opt.provider = optarg; break;
+        case 'm': opt.module = optarg; break;
+        case 'e': opt.engine = optarg; break;
+        case 'q': opt.quick = 1; break;
+        case 'r': opt.rounds = atoi(optarg); break;
+        case 's': opt.slice_ms = atof(optarg); break;
+        case 'o': opt.only = optarg; break;
+        default: usage();
+        }
+    }
+    if (optind != argc || !opt.dir || !opt.worker || !opt.preload || !opt.provider ||
+        !opt.module)
+        usage();
+    if (opt.rounds <= 0)
+        opt.rounds = opt.quick ? 4 : 8;
+    if (opt.slice_ms <= 0)
+        opt.slice_ms = opt.quick ? 100 : 200;
+    opt.mem_first = opt.quick ? 500 : 1000;
+    opt.mem_second = opt.quick ? 2000 : 10000;
+    opt.spawn_runs = opt.quick ? 10 : 20;
+    ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    snprintf(env_preload, sizeof(env_preload), "LD_PRELOAD=%s", opt.preload);
+    snprintf(env_provider, sizeof(env_provider), "P11MTLS_PROVIDER=%s", opt.provider);
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    printf("p11mtls benchmarks: %ld CPUs, %s, PKCS#11 module %s, SoftHSM2 token\n",
+           sysconf(_SC_NPROCESSORS_ONLN), OpenSSL_version(OPENSSL_VERSION), opt.module);
+    printf("method: each contender in its own process; slices of %.0f ms interleaved, "
+           "%d rounds, best slice kept.\nAbsolute figures vary by machine: compare the "
+           "ratios.\n",
+           opt.slice_ms, opt.rounds);
+    if (want("sign"))
+        bench_sign();
+    if (want("tls"))
+        bench_tls();
+    if (want("shim"))
+        bench_shim();
+    if (want("startup"))
+        bench_startup();
+    if (want("mem"))
+        bench_mem();
+    if (opt.only != NULL && want("count"))
+        bench_count();
+    printf("\ntargets: %d met, %d missed; %d contender(s) failed to run; %d of %d slices "
+           "disturbed by other processes; %.0f s (%.0f s waiting for a quiet machine)\n",
+           targets_met, targets_missed, failures, slices_disturbed, slices_total,
+           (now_ns() - t0) / 1e9, waited_ns / 1e9);
+    return failures ? 1 : 0;
+}
