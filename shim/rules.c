@@ -44,6 +44,17 @@ static bool rules_valid_name(const char *s)
     return label > 0;
 }
 
+/* Whether a name (a trailing dot aside) fits SHIM_HOST_MAX: a longer one is no host name,
+ * and cutting it to fit would make a pattern name another host. */
+static bool rules_name_fits(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n > 0 && s[n - 1] == '.')
+        n--;
+    return n < SHIM_HOST_MAX;
+}
+
 /* Copy a host name in canonical form: lower case, no trailing dot. */
 static void rules_canon_name(char *dst, const char *src, size_t len)
 {
@@ -92,7 +103,7 @@ bool shim_dest_set_name(struct shim_dest *d, const char *name, const char *sourc
 {
     char canon[SHIM_HOST_MAX];
 
-    if (name == NULL || strlen(name) >= SHIM_HOST_MAX)
+    if (name == NULL || !rules_name_fits(name))
         return false;
     if (rules_parse_ip(name, &d->family, d->addr)) {
         d->has_ip = true;
@@ -207,6 +218,10 @@ static bool rules_parse_host(char *host, struct shim_pattern *p, char *why, size
     if (strcmp(host, "*") == 0) {
         p->kind = SHIM_PAT_ANY;
         return true;
+    }
+    if (!rules_name_fits(host)) {
+        shim_fmt(why, len, "longer than a host name can be");
+        return false;
     }
     if (strncmp(host, "*.", 2) == 0) {
         p->kind = SHIM_PAT_WILDCARD;

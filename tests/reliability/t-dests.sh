@@ -8,7 +8,7 @@
 source "$(dirname "$0")/common.sh"
 fx_workdir reliability-dests
 fx_token && fx_ca || bail_out "fixtures could not be built"
-plan 8
+plan 10
 
 ports=()
 for i in 1 2 3 4 5 6; do ports+=("$(fx_free_port)"); done
@@ -48,4 +48,16 @@ presented=$(awk -v p="127.0.0.1:$named_port" '
 is "the shim logged one 'presented' per named handshake" \
     "$(rel_count ': presented subject' shim.log)" "$presented"
 is "... and the identity was loaded once" "$(rel_count 'identity device loaded' shim.log)" 1
+
+# A pattern longer than a host name can be is a configuration error (shim fix): it used
+# to be cut to 253 characters, and then named the host of that shorter name.
+a60=$(head -c 60 /dev/zero | tr '\0' a)
+short="$a60.$a60.$a60.$a60.bbbbbbbbb"
+: >shim.log
+rel_shim_conf long.conf p256 "${short}ccccccc"
+rel_shim "$WORK/long.conf" rel_tls --optional --sni "$short" --n 2 --timeout 60 threads >long.out 2>&1
+like "a ${#short}-character host does not get the certificate of a rule naming a longer name" \
+    "$(grep -o '^handshakes=.*' long.out)" "handshakes=2 ok=2 verified=0 .*none=2"
+like "... the pattern is reported as a configuration error" "$(cat shim.log)" \
+    "bad pattern .*longer than a host name can be"
 finish
