@@ -23,11 +23,15 @@
 # preloading it again is wrong, so they get only the shim in LD_PRELOAD and ASan is told
 # not to insist on coming first. Programs from the system (openssl, curl) get the runtime
 # preloaded first through fx_preload_env.
+# Exports in ( ) are meant to stay in the subshell; rel_provider_cnf takes optional args.
+# shellcheck disable=SC2030,SC2031,SC2120
 # shellcheck source=../fixtures/lib.sh
 source "$P11M_SRCDIR/tests/fixtures/lib.sh"
 
 REL_TLS=$P11M_BUILDDIR/tests/reliability/rel-tls
+# shellcheck disable=SC2034 # used by the scripts that source this file
 REL_OBJ=$P11M_BUILDDIR/tests/reliability/rel-obj
+# shellcheck disable=SC2034
 REL_SUBJECT_p256="/CN=device-p256/UID=dev-p256"
 REL_ASAN=${P11M_ASAN_PRELOAD:+1}
 

@@ -10,9 +10,11 @@
 # Every case: the program ends by itself (at most 30 s), with no crash and no sanitizer
 # report, and says clearly what is wrong. Programs that merely use the shim go on
 # without a client certificate.
+# Functions run through clean's "bash -c" are exported, not called directly.
+# shellcheck disable=SC2016,SC2030,SC2031,SC2119,SC2317
 source "$(dirname "$0")/common.sh"
 fx_workdir reliability-badinput
-fx_token && fx_ca || bail_out "fixtures could not be built"
+if ! fx_token || ! fx_ca; then bail_out "fixtures could not be built"; fi
 fx_nginx_start nginx optional || bail_out "nginx did not start"
 NP=$FX_NGINX_PORT
 L=$FX_TOKEN_LABEL
@@ -76,7 +78,6 @@ plan 76
 rel_provider_cnf
 long=$(head -c 100000 /dev/zero | tr '\0' a)
 many=$(for i in $(seq 1000); do printf 'object=x%d;' "$i"; done)
-P11="p11mtls:.*"
 storeutl() { rel_osl storeutl -noout "$@"; }
 export -f storeutl rel_osl fx_preload_env
 clean "provider: bad percent-encoding" "bad pkcs11 URI.*encoding" storeutl "pkcs11:token=%zz"

@@ -7,7 +7,7 @@
 # must never see it.
 source "$(dirname "$0")/common.sh"
 fx_workdir reliability-dests
-fx_token && fx_ca || bail_out "fixtures could not be built"
+if ! fx_token || ! fx_ca; then bail_out "fixtures could not be built"; fi
 plan 10
 
 ports=()

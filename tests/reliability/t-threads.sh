@@ -4,10 +4,11 @@
 #   t-threads.sh provider   the program loads key and certificate by pkcs11: URI
 #   t-threads.sh shim       the program has no certificate code; the shim presents them
 # Half the threads share one SSL_CTX, the others have their own. No resumption.
+# shellcheck disable=SC2119 # rel_provider_cnf without extra parameters
 source "$(dirname "$0")/common.sh"
 mode=${1:?provider or shim}
 fx_workdir "reliability-threads-$mode"
-fx_token && fx_ca || bail_out "fixtures could not be built"
+if ! fx_token || ! fx_ca; then bail_out "fixtures could not be built"; fi
 T=8 N=${REL_HANDSHAKES:-2000}
 total=$((T * N))
 plan 5
