@@ -18,6 +18,7 @@ DIR=$P11M_SRCDIR/tests/reliability
 LEGACY=$P11M_BUILDDIR/tests/shim/legacy-client
 plan 12
 
+# shellcheck disable=SC2054 # the commas belong to the options
 VG=(valgrind --leak-check=full --show-leak-kinds=definite,indirect
     --errors-for-leak-kinds=definite,indirect --num-callers=40 --keep-debuginfo=yes
     --suppressions="$DIR/valgrind.supp")
