@@ -15,6 +15,7 @@
 #                            fixture PIN file unless pin-source= is given), exported as
 #                            OPENSSL_CONF
 #   rel_osl ARGS...          openssl with the ASan runtime in ASan builds
+#   rel_openssl ARGS...      openssl without provider or preload, to make test files
 #   rel_count REGEX FILE     number of lines of FILE matching REGEX (0 if no file)
 #   rel_no_crash DESC RC OUT a test line: the program ended by exit, not by a signal
 #                            (status > 128 in the shell) or a sanitizer report
@@ -63,6 +64,11 @@ rel_shim_ext() {
 
 rel_osl() {
     (fx_preload_env && exec openssl "$@")
+}
+
+# openssl as a plain tool (making test files): no provider, no preload
+rel_openssl() {
+    env -u OPENSSL_CONF -u LD_PRELOAD openssl "$@"
 }
 
 rel_shim_conf() { # OUT LABEL PATTERN...

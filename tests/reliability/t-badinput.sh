@@ -170,11 +170,11 @@ prov_cfg() { # DESC REGEX LINE: the provider section plus LINE
     clean "$desc" "$re" storeutl "$(fx_cert_uri p256)"
     rel_provider_cnf
 }
-prov_cfg "provider config: debug-level = 99" "debug-level = 99: expected a number 0..9" "debug-level = 99"
-prov_cfg "provider config: unknown parameter" "unknown parameter 'frobnicate'" "frobnicate = 1"
-prov_cfg "provider config: empty pin-source" "pin-source = : expected file:PATH or env:NAME" "pin-source ="
+prov_cfg "provider config: debug-level = 99" "debug-level.*expected a number 0..9" "debug-level = 99"
+prov_cfg "provider config: unknown parameter" "unknown parameter.*frobnicate" "frobnicate = 1"
+prov_cfg "provider config: empty pin-source" "pin-source.*expected file:PATH or env:NAME" "pin-source ="
 prov_cfg "provider config: debug file in a missing directory" \
-    "debug file /nonexistent/dir/x.log: No such file" $'debug-level = 1\ndebug-file = /nonexistent/dir/x.log'
+    "debug file.*/nonexistent/dir/x.log" $'debug-level = 1\ndebug-file = /nonexistent/dir/x.log'
 prov_cfg "provider config: /dev/null as module" "module not loadable.*/dev/null" "pkcs11-module = /dev/null"
 prov_cfg "provider config: 100 KB module path" "module not loadable" \
     "pkcs11-module = /$(head -c 100000 /dev/zero | tr '\0' y)"
@@ -187,7 +187,7 @@ mkdir -p pem
 mkpem() {
     printf 'asn1=SEQUENCE:seq\n[seq]\ndesc=VISIBLESTRING:%s\nuri=UTF8String:%s\n' \
         "${2//#/\\#}" "${3//#/\\#}" >"pem/$1.cnf"
-    openssl asn1parse -genconf "pem/$1.cnf" -out "pem/$1.der" -noout &&
+    rel_openssl asn1parse -genconf "pem/$1.cnf" -out "pem/$1.der" -noout &&
         { echo "-----BEGIN PKCS#11 PROVIDER URI-----"; base64 -w64 "pem/$1.der"
           echo "-----END PKCS#11 PROVIDER URI-----"; } >"pem/$1.pem"
 }
@@ -229,12 +229,12 @@ shim_clean "shim: key file with a PEM-URI naming no token" "$(conf_with "$WORK/p
 
 # ------------------------------------------------------------------ objects on the token
 obj() { "$REL_OBJ" "$FX_TOKEN_URI" "file:$FX_PIN_FILE" "$@" >/dev/null; }
-openssl x509 -in "$FX_DEV_CERT_p256" -outform DER -out p256.der
+rel_openssl x509 -in "$FX_DEV_CERT_p256" -outform DER -out p256.der
 head -c 200 p256.der >truncated.der
 # a valid certificate of about 60 KB (a long comment extension), same key as p256
 printf 'basicConstraints = critical, CA:FALSE\nextendedKeyUsage = clientAuth\nnsComment = %s\n' \
     "$(head -c 59000 /dev/zero | tr '\0' c)" >big.ext
-openssl x509 -new -force_pubkey "$FX_PUB_p256" -subj "/CN=big-cert/UID=big" -CA "$FX_CA_INTER" \
+rel_openssl x509 -new -force_pubkey "$FX_PUB_p256" -subj "/CN=big-cert/UID=big" -CA "$FX_CA_INTER" \
     -CAkey "$FX_CA_INTER_KEY" -days 30 -extfile big.ext -outform DER -out big.der 2>/dev/null
 if obj cert 06 garbage-der @300 && obj cert 07 truncated-der truncated.der &&
     obj cert 08 @60000 p256.der && obj cert 09 huge-value @60000 && obj cert @60000 huge-id p256.der &&

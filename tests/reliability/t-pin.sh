@@ -94,7 +94,7 @@ is "... and the token saw no login" "$(rel_count 'C_Login\(' shim-loose.log)" 0
 
 # An encrypted key file's passphrase is read by the shim itself (its UI method): the
 # same rule holds there (shim fix), and a FIFO does not stall the handshake.
-openssl pkey -in "$FX_SOFT_CLIENT_KEY" -aes256 -passout "pass:$SECRET" -out enc.key
+rel_openssl pkey -in "$FX_SOFT_CLIENT_KEY" -aes256 -passout "pass:$SECRET" -out enc.key
 cp "$FX_PIN_FILE" pass.txt && chmod 0604 pass.txt
 enc_conf() { # PASSFILE
     sed -e "s|^key = .*|key = $WORK/enc.key|" -e "s|^cert = .*|cert = $FX_SOFT_CLIENT_CERT|" \
@@ -188,7 +188,7 @@ like "tool, debug 9: list after a login shows the private keys" "$(cat secret-to
     "private"
 P11MTLS_DEBUG=9 P11M_TEST_PIN=$SECRET "$TOOL" csr --key "$KEY" --subject /CN=x/UID=x \
     --pin-source env:P11M_TEST_PIN -o "$WORK/s.csr" >secret-tool-csr.out 2>&1
-like "... csr with the PIN from the environment works" "$(openssl req -in s.csr -noout -subject 2>&1)" \
+like "... csr with the PIN from the environment works" "$(rel_openssl req -in s.csr -noout -subject 2>&1)" \
     "CN *= *x"
 P11MTLS_DEBUG="9,file:$WORK/secret-tool-doctor.log" "$TOOL" doctor --config "$WORK/secret.conf" \
     >secret-tool-doctor.out 2>&1
