@@ -163,9 +163,7 @@ int main(int argc, char **argv)
         return 2;
     }
     rv = P11M_CALL(mod, C_CreateObject, sess, t, n, &h);
-    /* Not p11m_session_close: it leaves the module's use lock, which
-     * p11m_session_open_rw never entered (reported; see RELIABILITY.md). */
-    P11M_CALL(mod, C_CloseSession, sess);
+    p11m_session_close(toks.v[0], sess);
     if (rv != CKR_OK) {
         printf("%s\n", p11m_ckr_name(rv));
         return 1;

@@ -11,7 +11,7 @@
 source "$(dirname "$0")/common.sh"
 fx_workdir reliability-pin
 if ! fx_token || ! fx_ca; then bail_out "fixtures could not be built"; fi
-plan 36
+plan 37
 
 SECRET=Kq7Vx2Lm9Pz4
 WRONG=Wr8Nb3Ty6Hc1
@@ -151,6 +151,11 @@ rel_osl storeutl -noout "pkcs11:token=$FX_TOKEN_LABEL;bogus=1?pin-value=$SECRET"
 is "... a bad URI with pin-value: the provider's error shows it as ***" \
     "$(grep ':p11mtls:' secret-baduri.openssl-echoes-uri | grep -c 'pin-value=\*\*\*') $(grep ':p11mtls:' secret-baduri.openssl-echoes-uri | grep -c "$SECRET")" \
     "1 0"
+# A PIN given as "PIN-VALUE=" (refused as a bad URI) is not printed in the error either.
+rel_osl storeutl -noout "$KEY?PIN-VALUE=$SECRET" >secret-uppercase.openssl-echoes-uri 2>&1
+is "... nor under PIN-VALUE= (any letter case)" \
+    "$(grep ':p11mtls:' secret-uppercase.openssl-echoes-uri | grep -c 'PIN-VALUE=\*\*\*') $(grep ':p11mtls:' secret-uppercase.openssl-echoes-uri | grep -c "$SECRET")" \
+    "1 0"
 echo data >data.txt
 rel_osl dgst -sha256 -sign "$KEY?pin-value=$WRONG" -out sig.bin data.txt \
     >secret-dgst-wrong.out 2>&1
@@ -196,7 +201,8 @@ like "... doctor checks the identity" "$(grep '^ok    sign' secret-tool-doctor.o
 unset P11MTLS_DEBUG
 
 leaks=$(grep -rl -e "$SECRET" -e "$WRONG" . --exclude='*.txt' --exclude='*.conf' \
-    --exclude='*.cnf' --exclude='*.openssl-echoes-uri' --exclude-dir=token 2>/dev/null)
+    --exclude='*.cnf' --exclude='*.openssl-echoes-uri' \
+    --exclude-dir=token 2>/dev/null)
 files=$(find . -maxdepth 1 -type f \( -name '*.log' -o -name '*.out' \) | wc -l)
 is "no PIN, right or wrong, in any of the $files logs and outputs" "$leaks" ""
 finish
