@@ -61,6 +61,11 @@ static void conf_error(struct shim_conf *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
+    /* Values quoted in the message may hold control characters ("\n" escapes, stray
+     * bytes): the error stays one printable line wherever it is shown (doctor too). */
+    for (char *p = line; *p != '\0'; p++)
+        if ((unsigned char) *p < 0x20 || *p == 0x7f)
+            *p = '?';
     grown = realloc(c->errors, (c->nerrors + 1) * sizeof(*grown));
     if (grown == NULL)
         return;
