@@ -72,7 +72,7 @@ conf_with() {
     echo "$out"
 }
 
-plan 76
+plan 78
 
 # ------------------------------------------------------------------ malformed URIs
 rel_provider_cnf
@@ -137,6 +137,7 @@ mkfifo fifo.conf
 { cat good.conf; echo "bogus = \$undefined_variable"; } >undefvar.conf
 { cat good.conf; echo "[rule_named]"; echo "match = $(head -c 500000 /dev/zero | tr '\0' x).example"; } >longline.conf
 sed 's/^identities = ids/identities = p11mtls/' good.conf >selfref.conf
+sed 's/^match = localhost$/match = evil\\nok localhost/' good.conf >newline.conf
 shim_cfg "shim config: random bytes" garbage.conf "garbage.conf"
 shim_cfg "shim config: truncated mid-section" truncated.conf "truncated.conf:[0-9]+: syntax error"
 shim_cfg "shim config: 2 MB" huge.conf "huge.conf: cannot read: larger than 1 MiB"
@@ -148,6 +149,10 @@ shim_cfg "shim config: undefined \$variable" undefvar.conf "undefvar.conf:[0-9]+
 shim_cfg "shim config: 500 KB pattern" longline.conf "bad pattern"
 shim_cfg "shim config: identities section pointing back at [p11mtls]" selfref.conf \
     "selfref.conf: .*unknown key"
+shim_cfg "shim config: a \\n escape in a pattern: still one error line (shim fix)" newline.conf \
+    'bad pattern "evil\?ok": not a host name'
+clean "tool doctor: ... and one line there too" '^FAIL  config .*bad pattern "evil\?ok": not a host name' \
+    "$TOOL" doctor --config "$WORK/newline.conf"
 rules=$(for i in $(seq 3000); do echo "r$i = rule_r$i"; done)
 {
     sed '/^\[rules\]/,$d' good.conf
