@@ -15,6 +15,7 @@
 #include <openssl/conf.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/objects.h>
 #include <openssl/params.h>
 #include <openssl/proverr.h>
 #include <openssl/tls1.h>
@@ -140,11 +141,14 @@ void p11m_prov_login_info(const P11M_PROV *prov, P11M_LOGIN_INFO *li)
 #define PARAM_PIN_SOURCE "pin-source"
 #define PARAM_DEBUG      "debug-level"
 #define PARAM_DEBUG_FILE "debug-file"
+#define PARAM_PEM_URI    "pem-uri-files"
 
-/* Keys of a provider section that OpenSSL itself takes. */
+/* Keys of a provider section: OpenSSL's own four, then ours. */
 static const char *const prov_known_keys[] = {
-    "module",        "activate",       "identity",  "soft_load",      PARAM_MODULE,
-    PARAM_INIT_ARGS, PARAM_PIN_SOURCE, PARAM_DEBUG, PARAM_DEBUG_FILE, NULL,
+    "module",         "activate",   "identity",
+    "soft_load",      PARAM_MODULE, PARAM_INIT_ARGS,
+    PARAM_PIN_SOURCE, PARAM_DEBUG,  PARAM_DEBUG_FILE,
+    PARAM_PEM_URI,    NULL,
 };
 
 static int prov_known_key(const char *name)
@@ -189,12 +193,14 @@ static int prov_check_section(P11M_PROV *prov)
         const CONF_VALUE *v = sk_CONF_VALUE_value(values, i);
 
         if (!prov_known_key(v->name)) {
-            p11m_prov_raise(
-                prov, P11M_R_BAD_CONFIG,
-                "%s, section [%s]: unknown parameter '%s' (known: %s, %s, %s, "
-                "%s, %s)",
-                file, section, v->name, PARAM_MODULE, PARAM_INIT_ARGS, PARAM_PIN_SOURCE,
-                PARAM_DEBUG, PARAM_DEBUG_FILE);
+            char known[256] = "";
+
+            for (int k = 4; prov_known_keys[k] != NULL; k++) /* ours, not OpenSSL's */
+                snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s",
+                         k > 4 ? ", " : "", prov_known_keys[k]);
+            p11m_prov_raise(prov, P11M_R_BAD_CONFIG,
+                            "%s, section [%s]: unknown parameter '%s' (known: %s)", file,
+                            section, v->name, known);
             ok = 0;
         }
     }
@@ -216,13 +222,14 @@ static int prov_dup_param(const char *v, char **out)
 static int prov_configure(P11M_PROV *prov)
 {
     char *module = NULL, *init_args = NULL, *pin_source = NULL, *debug = NULL,
-         *debug_file = NULL;
+         *debug_file = NULL, *pem_uri = NULL;
     OSSL_PARAM params[] = {
         OSSL_PARAM_utf8_ptr(PARAM_MODULE, &module, 0),
         OSSL_PARAM_utf8_ptr(PARAM_INIT_ARGS, &init_args, 0),
         OSSL_PARAM_utf8_ptr(PARAM_PIN_SOURCE, &pin_source, 0),
         OSSL_PARAM_utf8_ptr(PARAM_DEBUG, &debug, 0),
         OSSL_PARAM_utf8_ptr(PARAM_DEBUG_FILE, &debug_file, 0),
+        OSSL_PARAM_utf8_ptr(PARAM_PEM_URI, &pem_uri, 0),
         OSSL_PARAM_END,
     };
     char *end;
@@ -239,6 +246,15 @@ static int prov_configure(P11M_PROV *prov)
         }
         if (!p11m_log_setup((int) level, debug_file))
             return 0;
+    }
+    if (pem_uri != NULL) {
+        if (strcmp(pem_uri, "yes") == 0 || strcmp(pem_uri, "1") == 0) {
+            prov->pem_uri = 1;
+        } else if (strcmp(pem_uri, "no") != 0 && strcmp(pem_uri, "0") != 0) {
+            p11m_prov_raise(prov, P11M_R_BAD_CONFIG, "%s = %s: expected yes or no",
+                            PARAM_PEM_URI, pem_uri);
+            return 0;
+        }
     }
     if (pin_source != NULL && !p11m_pin_source_valid(pin_source)) {
         /* The value is not shown: it may be a PIN typed in the wrong place. */
@@ -306,7 +322,8 @@ static const OSSL_ALGORITHM prov_encoder[] = {
 
 static const OSSL_ALGORITHM *prov_query(void *provctx, int operation_id, int *no_cache)
 {
-    (void) provctx;
+    const P11M_PROV *prov = provctx;
+
     *no_cache = 0;
     switch (operation_id) {
     case OSSL_OP_STORE:
@@ -316,7 +333,9 @@ static const OSSL_ALGORITHM *prov_query(void *provctx, int operation_id, int *no
     case OSSL_OP_SIGNATURE:
         return prov_signature;
     case OSSL_OP_DECODER:
-        return prov_decoder;
+        /* Opt-in: registered decoders make every key decode in the process (certificate
+         * parsing included) consider them, which costs a few percent of a handshake. */
+        return prov->pem_uri ? prov_decoder : NULL;
     case OSSL_OP_ENCODER:
         return prov_encoder;
     default:
@@ -408,9 +427,40 @@ static int prov_get_params(void *provctx, OSSL_PARAM params[])
     return 1;
 }
 
+EVP_MD *p11m_prov_md(P11M_PROV *prov, const char *mdname)
+{
+    static const int nids[5] = {NID_sha1, NID_sha224, NID_sha256, NID_sha384, NID_sha512};
+    int nid = OBJ_sn2nid(mdname), i; /* unlike OBJ_txt2nid, leaves no error behind */
+    EVP_MD *md, *expected = NULL;
+
+    /* Fetching costs more than a signature's own work on fast tokens: keep one each. */
+    if (nid == NID_undef)
+        nid = OBJ_ln2nid(mdname);
+    for (i = 0; i < 5; i++)
+        if (nids[i] == nid)
+            break;
+    if (i < 5 && (md = __atomic_load_n(&prov->mds[i], __ATOMIC_ACQUIRE)) != NULL)
+        return EVP_MD_up_ref(md) ? md : NULL;
+    md = EVP_MD_fetch(prov->libctx, mdname, "provider!=" P11M_PROV_NAME);
+    for (i = 0; i < 5 && md != NULL; i++)
+        if (EVP_MD_get_type(md) == nids[i])
+            break;
+    if (md == NULL || i == 5) {
+        EVP_MD_free(md);
+        return NULL;
+    }
+    if (EVP_MD_up_ref(md) &&
+        !__atomic_compare_exchange_n(&prov->mds[i], &expected, md, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        EVP_MD_free(md); /* another thread cached one first: drop our extra reference */
+    return md;
+}
+
 static void prov_free(P11M_PROV *prov)
 {
     prov_live_remove(prov);
+    for (int i = 0; i < 5; i++)
+        EVP_MD_free(prov->mds[i]);
     /* Tokens and modules stay: other instances may use them, and finalising a module
      * at exit crashes some (SoftHSM2). */
     OSSL_LIB_CTX_free(prov->libctx);

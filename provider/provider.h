@@ -21,7 +21,13 @@ typedef struct p11m_prov {
     char *module_path; /* NULL: p11-kit's proxy */
     char *init_args;
     char *pin_source;
+    int pem_uri;          /* serve PEM-URI key files (decoders): opt-in, see provider.c */
+    EVP_MD *mds[5];       /* SHA-1, SHA-224, SHA-256, SHA-384, SHA-512, fetched once */
 } P11M_PROV;
+
+/* The digest named mdname from the software provider, fetched once per provider (a
+ * reference the caller frees), or NULL if it is not one p11mtls signs with. */
+EVP_MD *p11m_prov_md(P11M_PROV *prov, const char *mdname);
 
 /* The provider context's settings in the form the core's login wants them. */
 void p11m_prov_login_info(const P11M_PROV *prov, P11M_LOGIN_INFO *li);

@@ -30,9 +30,9 @@ typedef struct sig_ctx {
     EVP_MD_CTX *mdctx;
     unsigned char *msg; /* the message so far, while it fits MAX_ONE_SHOT */
     size_t msg_len;
-    int msg_too_long;
-    int pad;     /* RSA_PKCS1_PADDING or RSA_PKCS1_PSS_PADDING */
-    int saltlen; /* RSA_PSS_SALTLEN_* or a length */
+    int hash_only; /* the message is hashed, not kept for a hash-and-sign mechanism */
+    int pad;       /* RSA_PKCS1_PADDING or RSA_PKCS1_PSS_PADDING */
+    int saltlen;   /* RSA_PSS_SALTLEN_* or a length */
     EVP_MD *mgf1_md;
     /* Verification, and everything on software keys, is done by the key's public half
      * (the whole key, for software keys) in another provider. */
@@ -88,7 +88,7 @@ static void sig_reset_message(SIG_CTX *ctx)
         OPENSSL_clear_free(ctx->msg, ctx->msg_len);
     ctx->msg = NULL;
     ctx->msg_len = 0;
-    ctx->msg_too_long = 0;
+    ctx->hash_only = 0;
 }
 
 static void sig_delegate_reset(SIG_CTX *ctx)
@@ -163,7 +163,7 @@ static int sig_set_md(SIG_CTX *ctx, const char *mdname)
 
     if (mdname == NULL || *mdname == '\0')
         return 1;
-    md = EVP_MD_fetch(ctx->prov->libctx, mdname, NOT_US);
+    md = p11m_prov_md(ctx->prov, mdname);
     if (md == NULL || sig_md_mechs(md) == NULL) {
         EVP_MD_free(md);
         p11m_prov_raise(ctx->prov, P11M_R_UNSUPPORTED, "digest %s is not supported",
@@ -507,6 +507,7 @@ static int sig_digest_sign_init(void *vctx, const char *mdname, void *keydata,
                                 const OSSL_PARAM params[])
 {
     SIG_CTX *ctx = vctx;
+    CK_MECHANISM_TYPE raw, combined;
 
     if (sig_is_soft(keydata))
         return sig_soft_digest_sign_init(ctx, keydata, mdname, params);
@@ -523,9 +524,14 @@ static int sig_digest_sign_init(void *vctx, const char *mdname, void *keydata,
     if (ctx->md == NULL && !sig_set_md(ctx, "SHA256"))
         return 0;
     ctx->mdctx = EVP_MD_CTX_new();
-    if (ctx->mdctx == NULL || !EVP_DigestInit_ex2(ctx->mdctx, ctx->md, NULL))
+    if (ctx->mdctx == NULL || !EVP_DigestInit_ex2(ctx->mdctx, ctx->md, NULL) ||
+        !sig_check_possible(ctx))
         return 0;
-    return sig_check_possible(ctx);
+    sig_mechs(ctx, &raw, &combined);
+    /* Without a hash-and-sign mechanism the message is only hashed, never kept. */
+    ctx->hash_only =
+        combined == CKM_VENDOR_DEFINED || !p11m_token_has_mech(sig_token(ctx), combined);
+    return 1;
 }
 
 static int sig_digest_sign_update(void *vctx, const unsigned char *data, size_t datalen)
@@ -537,11 +543,11 @@ static int sig_digest_sign_update(void *vctx, const unsigned char *data, size_t 
         return EVP_DigestSignUpdate(ctx->dmdctx, data, datalen) > 0;
     if (ctx->mdctx == NULL || !EVP_DigestUpdate(ctx->mdctx, data, datalen))
         return 0;
-    if (ctx->msg_too_long)
+    if (ctx->hash_only)
         return 1;
     if (datalen > MAX_ONE_SHOT - ctx->msg_len) {
         sig_reset_message(ctx);
-        ctx->msg_too_long = 1;
+        ctx->hash_only = 1;
         return 1;
     }
     if ((m = OPENSSL_realloc(ctx->msg, ctx->msg_len + datalen + 1)) == NULL)
@@ -570,7 +576,7 @@ static int sig_digest_sign_final(void *vctx, unsigned char *sig, size_t *siglen,
     if (ctx->mdctx == NULL)
         return 0;
     sig_mechs(ctx, &raw, &combined);
-    if (!ctx->msg_too_long && combined != CKM_VENDOR_DEFINED &&
+    if (!ctx->hash_only && combined != CKM_VENDOR_DEFINED &&
         p11m_token_has_mech(sig_token(ctx), combined))
         return sig_token_sign(ctx, combined, ctx->msg != NULL ? ctx->msg : h,
                               ctx->msg_len, sig, siglen, sigsize);

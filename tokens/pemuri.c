@@ -31,7 +31,8 @@ static void pemuri_usage(FILE *out)
           "Writes a PEM file (\"" P11M_PEMURI_LABEL
           "\", the format of pkcs11-provider) that\n"
           "wraps the key's URI, for programs that only accept a key file; OpenSSL reads\n"
-          "it back as the token key when the p11mtls provider is loaded. The file holds\n"
+          "it back as the token key when the p11mtls provider is loaded with\n"
+          "\"pem-uri-files = yes\" in its openssl.cnf section. The file holds\n"
           "no secret; a URI with pin-value is refused (use pin-source= in the URI).\n"
           "\n"
           "  --key URI        the private key's pkcs11: URI\n"

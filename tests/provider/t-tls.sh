@@ -4,7 +4,7 @@
 source "$(dirname "$0")/common.sh"
 fx_workdir provider-tls
 fx_token && fx_ca || bail_out "fixtures could not be built"
-plan 24
+plan 25
 
 s_client() { # version key: provider from the command line, no openssl.cnf
     echo hello | OPENSSL_CONF=/dev/null osl s_client -provider-path "$PROV_DIR" \
@@ -20,7 +20,7 @@ for v in -tls1_2 -tls1_3; do
         is "s_client $v $key: server verified the device" "$(fx_s_server_peer "srv$v")" \
             "$(fx_cert_subject "$(dev_cert "$key")")"
     done
-    prov_conf
+    prov_conf pem-uri-files=yes
     for key in rsa2048 p256 ed25519; do
         tprov tls "$FX_PORT" "$(cert_uri "$key")" "$(key_uri "$key")" >"tprov-$key$v.log" 2>&1
         is "C client $v: SSL_CTX_use_PrivateKey with $key by URI" \
@@ -31,6 +31,13 @@ for v in -tls1_2 -tls1_3; do
     tprov tls "$FX_PORT" "$(cert_uri p384)" key-p384.pem file >"tprov-file$v.log" 2>&1
     is "C client $v: SSL_CTX_use_PrivateKey_file with a PEM-URI file" \
         "$(fx_s_server_peer "srv$v")" "$(fx_cert_subject "$(dev_cert p384)")"
+    if [ "$v" = -tls1_3 ]; then
+        prov_conf
+        out=$(tprov tls "$FX_PORT" "$(cert_uri p384)" key-p384.pem file 2>&1)
+        fx_s_server_peer "srv$v" >/dev/null
+        like "PEM-URI key files are served only with pem-uri-files = yes" "$out" \
+            "(unsupported|No supported data to decode)"
+    fi
     unset OPENSSL_CONF
     echo hello | osl s_client -connect "127.0.0.1:$FX_PORT" "$v" -CAfile "$FX_CA_ROOT" >/dev/null 2>&1
     is "$v without a client key the server sees none" "$(fx_s_server_peer "srv$v")" none
