@@ -27,6 +27,33 @@ static size_t n_modules;
 static unsigned fork_generation;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
+/*
+ * Around fork: wait (briefly) until no thread is inside a module, so the child does not
+ * inherit a module's internal locks held by threads it does not have. Bounded, because
+ * the forking thread may itself hold a session (a program that forks from a callback):
+ * then the fork goes ahead unquiesced rather than deadlocking.
+ */
+static int held_for_fork[MAX_MODULES];
+
+static void module_atfork_prepare(void)
+{
+    struct timespec deadline;
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 1;
+    pthread_mutex_lock(&modules_lock);
+    for (size_t i = 0; i < n_modules; i++)
+        held_for_fork[i] = pthread_rwlock_timedwrlock(&modules[i]->use_lock, &deadline) == 0;
+}
+
+static void module_atfork_parent(void)
+{
+    for (size_t i = 0; i < n_modules; i++)
+        if (held_for_fork[i])
+            pthread_rwlock_unlock(&modules[i]->use_lock);
+    pthread_mutex_unlock(&modules_lock);
+}
+
 static void module_atfork_child(void)
 {
     /* Only counters and locks: PKCS#11 work in an atfork handler can deadlock (p11-kit).
@@ -39,7 +66,7 @@ static void module_atfork_child(void)
 
 static void module_register_atfork(void)
 {
-    pthread_atfork(NULL, NULL, module_atfork_child);
+    pthread_atfork(module_atfork_prepare, module_atfork_parent, module_atfork_child);
 }
 
 unsigned p11m_fork_generation(void)

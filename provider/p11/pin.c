@@ -44,7 +44,8 @@ static int pin_read_file(const char *path, P11M_PIN *pin)
 {
     struct stat st;
     ssize_t n;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* Non-blocking: a FIFO or device named by mistake must not hang the program. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
     if (fd < 0) {
         p11m_raise(P11M_R_PIN_SOURCE, "PIN file %s: %s", path, strerror(errno));
