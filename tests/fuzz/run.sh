@@ -4,7 +4,7 @@
 # into the build dir, then fuzz it for SECONDS from the seed corpus in
 # tests/fuzz/corpus/TARGET. TAP: the build, then the run. A crash, a sanitizer report, a
 # leak, a timeout or a broken property fails the run; the input that did it is kept in
-# $P11M_TMP/fuzz-TARGET/ (add it to the seed corpus once the bug is fixed).
+# $P11M_TMP/fuzz-TARGET-SECONDSs/ (add it to the seed corpus once the bug is fixed).
 #
 # The default build uses gcc; libFuzzer needs clang, hence the direct compile here.
 # shellcheck source=../fixtures/lib.sh
@@ -12,7 +12,7 @@ source "$P11M_SRCDIR/tests/fixtures/lib.sh"
 target=${1:?target} seconds=${2:?seconds}
 src=$P11M_SRCDIR
 out=$P11M_BUILDDIR/tests/fuzz
-work=$P11M_TMP/fuzz-$target
+work=$P11M_TMP/fuzz-$target-${seconds}s # short and long runs may run at once
 plan 2
 
 core=("$src"/provider/p11/*.c)
@@ -34,7 +34,7 @@ esac
 mkdir -p "$out"
 rm -rf "$work"
 mkdir -p "$work/corpus"
-bin=$out/fuzz_$target
+bin=$out/fuzz_$target-${seconds}s
 cc=$(command -v clang || true)
 # shellcheck disable=SC2046 # pkg-config's words split on purpose
 if [ -z "$cc" ]; then
