@@ -5,8 +5,9 @@
  * p11mtls in its openssl.cnf reads a key file: PEM input (stage 1, the PEM-URI label)
  * and DER input of the "pkcs11-uri" structure (stage 2, URI to key).
  *
- * The provider is configured with a PKCS#11 module that does not exist, so a URI that
- * parses fails fast at module loading instead of reaching a token. Inputs that name a
+ * The provider serves PEM-URI files (pem-uri-files = yes) with a PKCS#11 module that does
+ * not exist, so a URI that parses fails fast at module loading instead of reaching a
+ * token. Inputs that name a
  * module themselves (module-path=, module-name=) are skipped: they would make the
  * fuzzer dlopen() whatever file the input names (a known property of PEM-URI files,
  * see tests/RELIABILITY.md); their URI parsing is covered by fuzz_uri.
@@ -35,7 +36,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                               "[provs]\ndefault = dflt\np11mtls = p11m\n"
                               "[dflt]\nactivate = 1\n"
                               "[p11m]\nactivate = 1\n"
-                              "pkcs11-module = /nonexistent/p11mtls-fuzz-module.so\n";
+                              "pkcs11-module = /nonexistent/p11mtls-fuzz-module.so\n"
+                              "pem-uri-files = yes\n";
 
     (void) argc, (void) argv;
     if (fd < 0 || write(fd, cnf, sizeof(cnf) - 1) != (ssize_t) sizeof(cnf) - 1)

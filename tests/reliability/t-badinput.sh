@@ -72,7 +72,7 @@ conf_with() {
     echo "$out"
 }
 
-plan 78
+plan 79
 
 # ------------------------------------------------------------------ malformed URIs
 rel_provider_cnf
@@ -187,6 +187,8 @@ prov_cfg "provider config: 100 KB init args (SoftHSM ignores them)" "Total found
     "pkcs11-init-args = $(head -c 100000 /dev/zero | tr '\0' x)"
 
 # ------------------------------------------------------------------ PEM-URI key files
+# The provider serves PEM-URI key files only with pem-uri-files = yes.
+rel_provider_cnf pem-uri-files=yes
 mkdir -p pem
 # mkpem NAME DESCRIPTION URI: the PEM-URI structure, made independently of p11mtls
 mkpem() {
@@ -227,9 +229,24 @@ for f in notpkcs11:"not a pkcs11: URI" notoken:"no token .* matches the URI" \
 done
 clean "PEM-URI as s_client -key: a garbage file is refused" "(unable to load|Could not read) .*key" \
     rel_osl s_client -connect "127.0.0.1:$NP" -cert "$FX_DEV_CERT_p256" -key pem/garbageder.pem
-shim_clean "shim: key file with a garbage PEM-URI" "$(conf_with "$WORK/pem/garbageder.pem" "$(fx_cert_uri p256)")" \
+# The shim's provider reads PEM-URI key files when its provider_params say so; the PIN
+# then comes from the provider's pin-source (the identity's pin_source is added only to
+# pkcs11: URIs, and the provider's decoder does not ask the shim's UI method).
+pem_conf() { # KEYFILE
+    local out
+    out=$(REL_MAIN_EXTRA="provider_params = pp" conf_with "$1" "$(fx_cert_uri p256)")
+    printf '[pp]\npem-uri-files = yes\npin-source = file:%s\n' "$FX_PIN_FILE" >>"$out"
+    echo "$out"
+}
+N=$((FX_TAP_N + 1))
+: >shim.log
+rel_shim "$(pem_conf "$WORK/pem/good.pem")" timeout 30 "$LEGACY" -c "$FX_CA_ROOT" -t 5 \
+    -n localhost 127.0.0.1 "$NP" </dev/null >"case-$N.out" 2>&1
+like "shim control: a good PEM-URI key file is presented" "$(cat "case-$N.out" shim.log)" \
+    "verify=SUCCESS.*presented subject=\"/CN=device-p256/UID=dev-p256\""
+shim_clean "shim: key file with a garbage PEM-URI" "$(pem_conf "$WORK/pem/garbageder.pem")" \
     "not presented: no private key at .*garbageder.pem"
-shim_clean "shim: key file with a PEM-URI naming no token" "$(conf_with "$WORK/pem/notoken.pem" "$(fx_cert_uri p256)")" \
+shim_clean "shim: key file with a PEM-URI naming no token" "$(pem_conf "$WORK/pem/notoken.pem")" \
     "not presented: no private key at .*notoken.pem"
 
 # ------------------------------------------------------------------ objects on the token

@@ -18,7 +18,7 @@ ours = [n for n, s in registered.items() if "p11mtls:reliability" in s
 print("undocumented:", " ".join(sorted(n for n in ours if n not in named)))
 reasons = set()
 for f in glob.glob(sys.argv[3] + "/t-*.sh"):
-    reasons |= set(re.findall(r'"(core: [^"]*?) \(reported\)"', open(f).read()))
+    reasons |= set(re.findall(r'"([^"]*?) \(reported\)"', open(f).read()))
 print("unlisted:", " | ".join(sorted(r for r in reasons if r not in doc)))
 print("todo-count:", len(reasons))
 PY

@@ -1,7 +1,8 @@
 #!/bin/bash
 # The PIN: a wrong one is tried exactly once per process (shim, tool), a PIN file that
 # group or others can read is refused with a clear message (shim, tool), a PIN source
-# that would block (a FIFO) does not hang the shim, and at the highest debug level no
+# that would block (a FIFO) hangs nothing (shim, provider, tool), and at the highest
+# debug level no
 # log and no output of the provider, the shim or the tool contains the PIN.
 #
 # C_Login calls are counted from the core's call log (P11MTLS_DEBUG=2,file:PATH, one
@@ -11,7 +12,7 @@
 source "$(dirname "$0")/common.sh"
 fx_workdir reliability-pin
 if ! fx_token || ! fx_ca; then bail_out "fixtures could not be built"; fi
-plan 37
+plan 38
 
 SECRET=Kq7Vx2Lm9Pz4
 WRONG=Wr8Nb3Ty6Hc1
@@ -130,13 +131,19 @@ is "tool doctor, PIN file mode 0640: a failed check (exit 3)" "$rc" 3
 like "... naming the file and the fix" "$(grep -A1 '^FAIL' tool-doctor-loose.out | head -n 2)" \
     "pin-0640.txt.*(group or others|chmod 600)"
 
-# Known bug (reported): the core opens a PIN file without O_NONBLOCK before checking
-# that it is a regular file, so a FIFO blocks the program forever.
+# A pin-source naming a FIFO: a clear error at once, no program stuck at login.
 mkfifo -m 0600 pin.fifo
-rel_known "provider, pin-source naming a FIFO: a clear error, no hang" \
-    "core: PIN file opened without O_NONBLOCK blocks on a FIFO (reported)" \
-    timeout 10 "$TOOL" csr --key "$KEY" --subject /CN=x/UID=x --pin-source "file:$WORK/pin.fifo" \
-    -o "$WORK/z.csr"
+rc=0
+timeout 20 "$TOOL" csr --key "$KEY" --subject /CN=x/UID=x --pin-source "file:$WORK/pin.fifo" \
+    -o "$WORK/z.csr" >tool-fifo.out 2>&1 || rc=$?
+like "tool csr, pin-source naming a FIFO: fails at once (exit 1), no hang" \
+    "$rc $(tr '\n' ' ' <tool-fifo.out)" "^1 .*pin.fifo: not a regular file"
+REL_PIN_SOURCE=file:$WORK/pin.fifo rel_shim_conf fifo.conf p256 localhost
+: >shim.log
+shim_run shim-fifo "$WORK/fifo.conf" --n 1 --timeout 15
+rc=$?
+like "shim, token PIN from a FIFO: no hang, the log says why" "$rc $(cat shim.log)" \
+    "^0 .*not presented: .*pin.fifo: not a regular file"
 
 # ---- the PIN never shows, at the highest debug level
 rel_provider_cnf

@@ -1,16 +1,15 @@
 #!/usr/bin/python3
 """vgcheck.py LOG: classify what valgrind memcheck reported in LOG.
 
-Prints one line "errors=N known=K summary=<ERROR SUMMARY count>" and then the first
-unexplained record. "known": a leak of the core's process-lifetime registries (token and
-module entries) that valgrind sees as lost only because OpenSSL dlcloses p11mtls.so at
-exit (reported; see tests/RELIABILITY.md). Everything else counts as an error.
-Exit 0 when valgrind finished and found no unexplained error.
+Prints one line "errors=N summary=<ERROR SUMMARY count>" and then the first error record:
+an invalid access, a use of uninitialised memory, a bad free, or a block "definitely
+lost" (blocks "indirectly lost" are counted with the block that owns them). Leaks in
+third-party code are suppressed before (valgrind.supp). Exit 0 when valgrind finished
+and reported no error.
 """
 import re
 import sys
 
-KNOWN = re.compile(r"by 0x[0-9A-F]+: (token_new|token_entry|module_load) \(")
 text = open(sys.argv[1], errors="replace").read()
 summary = re.search(r"ERROR SUMMARY: (\d+) errors", text)
 records, cur = [], []
@@ -25,7 +24,7 @@ for line in text.splitlines():
 if cur:
     records.append(cur)
 
-errors, known = [], 0
+errors = []
 for rec in records:
     head = rec[0]
     is_leak = re.search(r"are (definitely|indirectly) lost in loss record", head)
@@ -34,14 +33,12 @@ for rec in records:
                         r"Argument .* of function)", head)
     if not (is_leak or is_error):
         continue
-    if is_leak and any(KNOWN.search(l) for l in rec):
-        known += 1
-    elif is_leak and "indirectly" in head:
+    if is_leak and "indirectly" in head:
         continue  # counted with the block that owns it
     else:
         errors.append(rec)
 
-print(f"errors={len(errors)} known={known} summary={summary.group(1) if summary else 'none'}")
+print(f"errors={len(errors)} summary={summary.group(1) if summary else 'none'}")
 if errors:
     print("\n".join(errors[0][:25]))
 sys.exit(0 if summary and not errors else 1)
