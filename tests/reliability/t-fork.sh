@@ -74,8 +74,14 @@ run_busy() {
 }
 for mode in provider shim; do
     for run in 1 2; do
-        check "$mode: forking 50 children while 4 threads handshake: no child hangs (run $run)" \
-            run_busy "$mode" "$run"
+        desc="$mode: forking 50 children while 4 threads handshake: no child hangs (run $run)"
+        if [ -n "$REL_ASAN" ]; then
+            # gcc 12's ASan runtime takes no allocator lock around fork: a child forked
+            # while another thread allocates hangs in the runtime itself (seen with gdb).
+            skip "$desc" "ASan build: the sanitizer runtime's allocator is not fork-safe"
+        else
+            check "$desc" run_busy "$mode" "$run"
+        fi
     done
 done
 finish
