@@ -21,8 +21,8 @@ typedef struct p11m_prov {
     char *module_path; /* NULL: p11-kit's proxy */
     char *init_args;
     char *pin_source;
-    int pem_uri;          /* serve PEM-URI key files (decoders): opt-in, see provider.c */
-    EVP_MD *mds[5];       /* SHA-1, SHA-224, SHA-256, SHA-384, SHA-512, fetched once */
+    int pem_uri;    /* serve PEM-URI key files (decoders): opt-in, see provider.c */
+    EVP_MD *mds[5]; /* SHA-1, SHA-224, SHA-256, SHA-384, SHA-512, fetched once */
 } P11M_PROV;
 
 /* The digest named mdname from the software provider, fetched once per provider (a

@@ -27,7 +27,8 @@ bool shim_pin_source_valid(const char *source)
     return false;
 }
 
-/* Why the last PIN read of this thread failed ("" if it did not), for the decision line. */
+/* Why the last PIN read of this thread failed ("" if it did not), for the decision line.
+ */
 static __thread char pin_error[320];
 
 const char *shim_pin_error(void)

@@ -43,7 +43,8 @@ static void module_atfork_prepare(void)
     deadline.tv_sec += 1;
     pthread_mutex_lock(&modules_lock);
     for (size_t i = 0; i < n_modules; i++)
-        held_for_fork[i] = pthread_rwlock_timedwrlock(&modules[i]->use_lock, &deadline) == 0;
+        held_for_fork[i] =
+            pthread_rwlock_timedwrlock(&modules[i]->use_lock, &deadline) == 0;
 }
 
 static void module_atfork_parent(void)

@@ -24,10 +24,10 @@ typedef struct bench_opts {
     const char *key_file; /* PEM private key (soft, tls file) */
     const char *engine;   /* libp11's pkcs11.so (engine) */
     const char *tls;      /* 1.2 | 1.3 */
-    const char *dir;      /* bench dir: server.crt server.key inter.crt chain.pem root.pem */
-    const char *cert;     /* client certificate PEM (tls file, tls uri) */
-    const char *verify;   /* server side: require (default) | request */
-    const char *expect;   /* tls: cert | nocert: what the server must have seen */
+    const char *dir;  /* bench dir: server.crt server.key inter.crt chain.pem root.pem */
+    const char *cert; /* client certificate PEM (tls file, tls uri) */
+    const char *verify; /* server side: require (default) | request */
+    const char *expect; /* tls: cert | nocert: what the server must have seen */
 } BENCH_OPTS;
 
 /* One contender: per-thread state and the operation. op returns 1 on success. */

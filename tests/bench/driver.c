@@ -92,7 +92,7 @@ typedef struct worker {
     char name[80];
     const char *argv[MAX_ARGS];
     int argc;
-    const char *cg_out; /* run under callgrind, writing this file */
+    const char *cg_out;       /* run under callgrind, writing this file */
     const char *env[MAX_ENV]; /* "NAME=VALUE" to set, "NAME" to unset */
     int envc;
     pid_t pid;
@@ -526,7 +526,8 @@ static const char *key_uri(const char *label)
 
 static void sign_worker(CONT *c, const char *tag, const struct scheme *s, const char *via)
 {
-    cont_init(c, tag, "sign-%s-%s%s", s->name, via, strcmp(tag, "a*") == 0 ? "-loaded" : "");
+    cont_init(c, tag, "sign-%s-%s%s", s->name, via,
+              strcmp(tag, "a*") == 0 ? "-loaded" : "");
     w_env(&c->w, "LD_PRELOAD");
     w_args(&c->w, "sign", "--via", via, "--scheme", s->name, NULL);
     if (strcmp(via, "prov") == 0)
@@ -556,8 +557,9 @@ static void bench_sign(void)
     static const char *const fmt =
         "%-16s %3s %7s %7s %7s %7s %7s %7s  %-12s %-12s %-7s %s\n";
 
-    printf("\n1. Signing, operations per second (best slice); a, a', a*, b, c use the same "
-           "token key\n");
+    printf(
+        "\n1. Signing, operations per second (best slice); a, a', a*, b, c use the same "
+        "token key\n");
     printf("   a   C_SignInit+C_Sign only, the mechanism p11mtls picks, a session per "
            "thread:\n       the limit of the token\n");
     printf("   a'  the same with the raw mechanism and SHA-256 in software each time "
@@ -565,7 +567,8 @@ static void bench_sign(void)
     printf("   a*  a, in a process that has p11mtls loaded (configured, unused)\n");
     printf("   b   p11mtls: EVP_MD_CTX_new, EVP_DigestSignInit_ex, EVP_DigestSign, "
            "EVP_MD_CTX_free\n");
-    printf("   c   libp11 engine (libengine-pkcs11-openssl 0.4.12), the same EVP calls\n");
+    printf(
+        "   c   libp11 engine (libengine-pkcs11-openssl 0.4.12), the same EVP calls\n");
     printf("   d   in-memory key in OpenSSL's default provider, the same EVP calls\n");
     printf("   targets: b/a >= 0.97, b/c >= 1.00; b/a* is p11mtls's own cost. noise: how "
            "much the best\n   slice of b, a or c stands above its second best (a miss by "
@@ -610,7 +613,8 @@ static void bench_sign(void)
         }
     }
     printf("   (-: not applicable. a for ECDSA is CKM_ECDSA over a SHA-256 hash computed "
-           "once: SoftHSM2 lists\n   no CKM_ECDSA_SHA256. c: libp11 0.4.12 has no EdDSA.)\n");
+           "once: SoftHSM2 lists\n   no CKM_ECDSA_SHA256. c: libp11 0.4.12 has no "
+           "EdDSA.)\n");
 }
 
 /* ---- 2. and 3. TLS handshakes ---- */
@@ -638,7 +642,8 @@ static void bench_tls(void)
 {
     static const int one[] = {1};
 
-    printf("\n2. Full TLS handshakes per second with client authentication (best slice)\n");
+    printf(
+        "\n2. Full TLS handshakes per second with client authentication (best slice)\n");
     printf("   client and server in one thread over a BIO pair, no resumption; server "
            "P-256,\n   SSL_VERIFY_PEER|FAIL_IF_NO_PEER_CERT. Client key on the token "
            "through p11mtls\n   vs. a software key of the same type in memory.\n\n");
@@ -656,8 +661,8 @@ static void bench_tls(void)
                 w_env(&c[i].w, "LD_PRELOAD");
             compare(c, 2, one, 1);
             printf("%-8s %-9s %10s %10s  %-18s %s\n", tls_versions[v], tls_keys[k].title,
-                   rate(c[0].best[0]), rate(c[1].best[0]), ratio(c[0].best[0], c[1].best[0], 0),
-                   noise(&c[0], &c[1], 0));
+                   rate(c[0].best[0]), rate(c[1].best[0]),
+                   ratio(c[0].best[0], c[1].best[0], 0), noise(&c[0], &c[1], 0));
             fflush(stdout);
         }
     }
@@ -685,7 +690,8 @@ static void bench_shim(void)
            "program\n");
     printf("   none     no shim; server asks for a certificate, gets none\n");
     printf("   nomatch  shim preloaded, no rule names the server; same server\n");
-    printf("   shim     shim preloaded, presents the token identity; server requires it\n");
+    printf(
+        "   shim     shim preloaded, presents the token identity; server requires it\n");
     printf("   native   no shim; the program loads the same token key through p11mtls\n");
     printf("   targets: nomatch/none >= 0.99, shim/native >= 0.97\n\n");
     printf("%-8s %-9s %7s %7s %7s %7s  %-13s %-6s %-13s %s\n", "TLS", "client", "none",
@@ -704,11 +710,11 @@ static void bench_shim(void)
             tls_worker(&c[3], "native", ver, label, "uri", "require", "cert");
             w_env(&c[3].w, "LD_PRELOAD");
             compare(c, 4, one, 1);
-            printf("%-8s %-9s %7s %7s %7s %7s  %-13s %-6s %-13s %s\n", ver, tls_keys[k].title,
-                   rate(c[0].best[0]), rate(c[1].best[0]), rate(c[2].best[0]),
-                   rate(c[3].best[0]), ratio(c[1].best[0], c[0].best[0], 0.99),
-                   noise(&c[1], &c[0], 0), ratio(c[2].best[0], c[3].best[0], 0.97),
-                   noise(&c[2], &c[3], 0));
+            printf("%-8s %-9s %7s %7s %7s %7s  %-13s %-6s %-13s %s\n", ver,
+                   tls_keys[k].title, rate(c[0].best[0]), rate(c[1].best[0]),
+                   rate(c[2].best[0]), rate(c[3].best[0]),
+                   ratio(c[1].best[0], c[0].best[0], 0.99), noise(&c[1], &c[0], 0),
+                   ratio(c[2].best[0], c[3].best[0], 0.97), noise(&c[2], &c[3], 0));
             fflush(stdout);
         }
     }
@@ -768,7 +774,8 @@ static void bench_startup(void)
     static char **const progs[] = {true_argv, curl_argv};
     char **env[2] = {spawn_env(0), spawn_env(1)};
 
-    printf("\n   Start-up: wall time of one run (fork+exec+exit, best slice mean of %d runs)\n",
+    printf("\n   Start-up: wall time of one run (fork+exec+exit, best slice mean of %d "
+           "runs)\n",
            opt.spawn_runs);
     printf("   target: overhead <= 2 ms\n\n");
     printf("%-22s %12s %12s  %s\n", "program", "no preload", "preload", "overhead");
@@ -832,8 +839,8 @@ static void bench_mem(void)
 
     printf("\n4. Memory: resident set size of the client+server process, TLS 1.3, "
            "P-256 client key\n");
-    printf("   target: growth from %d to %d handshakes within noise (%.0f KiB)\n\n", first,
-           second, noise_kb);
+    printf("   target: growth from %d to %d handshakes within noise (%.0f KiB)\n\n",
+           first, second, noise_kb);
     printf("%-26s %12s %12s %10s %12s\n", "client key", "RSS@first", "RSS@second",
            "growth", "per hshake");
     /* Not a timing: the three run at once. Each did 1 handshake before "ready". */
@@ -853,8 +860,8 @@ static void bench_mem(void)
             continue;
         }
         w_stop(&c[i].w);
-        printf("%-26s %8.0f KiB %8.0f KiB %6.0f KiB %8.1f B  %s\n", title[i], kb1[i], kb2[i],
-               kb2[i] - kb1[i], (kb2[i] - kb1[i]) * 1024 / (second - first),
+        printf("%-26s %8.0f KiB %8.0f KiB %6.0f KiB %8.1f B  %s\n", title[i], kb1[i],
+               kb2[i], kb2[i] - kb1[i], (kb2[i] - kb1[i]) * 1024 / (second - first),
                i == 2 ? "" : (kb2[i] - kb1[i] <= noise_kb ? "met" : "MISSED"));
         if (i < 2) {
             if (kb2[i] - kb1[i] <= noise_kb)
@@ -893,7 +900,8 @@ static double count_one(CONT *c, int n)
     w_stop(&c->w);
     if ((f = fopen(part, "r")) == NULL) {
         printf("   %s: no callgrind dump (%s): worker built without "
-               "valgrind/callgrind.h?\n", c->w.name, part);
+               "valgrind/callgrind.h?\n",
+               c->w.name, part);
         failures++;
         return 0;
     }
@@ -992,11 +1000,16 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"dir", required_argument, NULL, 'd'},     {"worker", required_argument, NULL, 'w'},
-        {"preload", required_argument, NULL, 'p'}, {"provider", required_argument, NULL, 'P'},
-        {"module", required_argument, NULL, 'm'},  {"engine", required_argument, NULL, 'e'},
-        {"quick", no_argument, NULL, 'q'},         {"rounds", required_argument, NULL, 'r'},
-        {"slice", required_argument, NULL, 's'},   {"only", required_argument, NULL, 'o'},
+        {"dir", required_argument, NULL, 'd'},
+        {"worker", required_argument, NULL, 'w'},
+        {"preload", required_argument, NULL, 'p'},
+        {"provider", required_argument, NULL, 'P'},
+        {"module", required_argument, NULL, 'm'},
+        {"engine", required_argument, NULL, 'e'},
+        {"quick", no_argument, NULL, 'q'},
+        {"rounds", required_argument, NULL, 'r'},
+        {"slice", required_argument, NULL, 's'},
+        {"only", required_argument, NULL, 'o'},
         {NULL, 0, NULL, 0},
     };
     double t0 = now_ns();
@@ -1006,17 +1019,38 @@ int main(int argc, char **argv)
     opt.rounds = 0;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'd': opt.dir = optarg; break;
-        case 'w': opt.worker = optarg; break;
-        case 'p': opt.preload = optarg; break;
-        case 'P': opt.provider = optarg; break;
-        case 'm': opt.module = optarg; break;
-        case 'e': opt.engine = optarg; break;
-        case 'q': opt.quick = 1; break;
-        case 'r': opt.rounds = atoi(optarg); break;
-        case 's': opt.slice_ms = atof(optarg); break;
-        case 'o': opt.only = optarg; break;
-        default: usage();
+        case 'd':
+            opt.dir = optarg;
+            break;
+        case 'w':
+            opt.worker = optarg;
+            break;
+        case 'p':
+            opt.preload = optarg;
+            break;
+        case 'P':
+            opt.provider = optarg;
+            break;
+        case 'm':
+            opt.module = optarg;
+            break;
+        case 'e':
+            opt.engine = optarg;
+            break;
+        case 'q':
+            opt.quick = 1;
+            break;
+        case 'r':
+            opt.rounds = atoi(optarg);
+            break;
+        case 's':
+            opt.slice_ms = atof(optarg);
+            break;
+        case 'o':
+            opt.only = optarg;
+            break;
+        default:
+            usage();
         }
     }
     if (optind != argc || !opt.dir || !opt.worker || !opt.preload || !opt.provider ||

@@ -121,7 +121,8 @@ static int raw_op(void *arg, void *tstate)
 
     if (r->hash_each) {
         memcpy(in, r->in, r->hash_off);
-        if (!EVP_Digest(bench_msg, BENCH_MSG_LEN, in + r->hash_off, &hlen, r->sha256, NULL))
+        if (!EVP_Digest(bench_msg, BENCH_MSG_LEN, in + r->hash_off, &hlen, r->sha256,
+                        NULL))
             return 0;
         p = in;
     }
@@ -129,7 +130,8 @@ static int raw_op(void *arg, void *tstate)
     if (rv == CKR_OK)
         rv = r->fl->C_Sign(t->sess, (CK_BYTE_PTR) p, r->inlen, sig, &siglen);
     if (rv != CKR_OK) {
-        fprintf(stderr, "p11mtls-bench-worker: C_SignInit/C_Sign: %s\n", p11m_ckr_name(rv));
+        fprintf(stderr, "p11mtls-bench-worker: C_SignInit/C_Sign: %s\n",
+                p11m_ckr_name(rv));
         return 0;
     }
     return 1;
@@ -137,8 +139,8 @@ static int raw_op(void *arg, void *tstate)
 
 static int raw_setup(const BENCH_OPTS *o, enum scheme s, BENCH_CONTENDER *c)
 {
-    static const CK_MECHANISM_TYPE combined[] = {CKM_SHA256_RSA_PKCS, CKM_SHA256_RSA_PKCS_PSS,
-                                                 CKM_ECDSA_SHA256, CKM_EDDSA};
+    static const CK_MECHANISM_TYPE combined[] = {
+        CKM_SHA256_RSA_PKCS, CKM_SHA256_RSA_PKCS_PSS, CKM_ECDSA_SHA256, CKM_EDDSA};
     static const CK_MECHANISM_TYPE raw[] = {CKM_RSA_PKCS, CKM_RSA_PKCS_PSS, CKM_ECDSA,
                                             CKM_EDDSA};
     RAW *r = calloc(1, sizeof(*r));
@@ -200,7 +202,8 @@ static int raw_setup(const BENCH_OPTS *o, enum scheme s, BENCH_CONTENDER *c)
         r->inlen = r->hash_off + hlen;
         r->hash_each = strcmp(o->via, "rawmech") == 0;
     }
-    fprintf(stderr, "p11mtls-bench-worker: %s signs with mechanism 0x%lx over %zu bytes%s\n",
+    fprintf(stderr,
+            "p11mtls-bench-worker: %s signs with mechanism 0x%lx over %zu bytes%s\n",
             o->via, (unsigned long) r->mech.mechanism, r->inlen,
             r->hash_each ? ", SHA-256 in software each time" : "");
     c->thread_new = raw_thread_new;
@@ -242,7 +245,8 @@ static int evp_op(void *arg, void *tstate)
 
     (void) tstate;
     ok = m != NULL &&
-         EVP_DigestSignInit_ex(m, NULL, e->md, NULL, NULL, e->key, e->pss ? pss : NULL) == 1 &&
+         EVP_DigestSignInit_ex(m, NULL, e->md, NULL, NULL, e->key, e->pss ? pss : NULL) ==
+             1 &&
          EVP_DigestSign(m, sig, &siglen, bench_msg, BENCH_MSG_LEN) == 1;
     EVP_MD_CTX_free(m);
     if (!ok)

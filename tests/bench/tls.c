@@ -112,21 +112,24 @@ static SSL_CTX *server_ctx(const BENCH_OPTS *o, int version)
 {
     OSSL_LIB_CTX *lib = OSSL_LIB_CTX_new();
     SSL_CTX *s;
-    STACK_OF(X509_NAME) *cas;
+    STACK_OF(X509_NAME) * cas;
     int require = o->verify == NULL || strcmp(o->verify, "require") == 0;
 
     if (lib == NULL || OSSL_PROVIDER_load(lib, "default") == NULL ||
         (s = SSL_CTX_new_ex(lib, NULL, TLS_server_method())) == NULL)
         return NULL;
     if (!tls_versions(s, version) ||
-        SSL_CTX_use_certificate_chain_file(s, path_in(o->dir, "server-fullchain.pem")) != 1 ||
-        SSL_CTX_use_PrivateKey_file(s, path_in(o->dir, "server.key"), SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_use_certificate_chain_file(s, path_in(o->dir, "server-fullchain.pem")) !=
+            1 ||
+        SSL_CTX_use_PrivateKey_file(s, path_in(o->dir, "server.key"), SSL_FILETYPE_PEM) !=
+            1 ||
         SSL_CTX_load_verify_locations(s, path_in(o->dir, "chain.pem"), NULL) != 1 ||
-        (cas = SSL_load_client_CA_file_ex(path_in(o->dir, "chain.pem"), lib, NULL)) == NULL)
+        (cas = SSL_load_client_CA_file_ex(path_in(o->dir, "chain.pem"), lib, NULL)) ==
+            NULL)
         return NULL;
     SSL_CTX_set_client_CA_list(s, cas);
-    SSL_CTX_set_verify(s, SSL_VERIFY_PEER | (require ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                       NULL);
+    SSL_CTX_set_verify(
+        s, SSL_VERIFY_PEER | (require ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
     SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_options(s, SSL_OP_NO_TICKET);
     SSL_CTX_set_num_tickets(s, 0);
@@ -167,7 +170,8 @@ static SSL_CTX *client_ctx(const BENCH_OPTS *o, int version)
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
     if (strcmp(o->via, "none") == 0)
         return c;
-    if (o->cert == NULL || SSL_CTX_use_certificate_file(c, o->cert, SSL_FILETYPE_PEM) != 1)
+    if (o->cert == NULL ||
+        SSL_CTX_use_certificate_file(c, o->cert, SSL_FILETYPE_PEM) != 1)
         return NULL;
     if (strcmp(o->via, "file") == 0) {
         if (o->key_file == NULL ||
@@ -191,8 +195,9 @@ int bench_tls_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c)
         (strcmp(o->via, "file") != 0 && strcmp(o->via, "uri") != 0 &&
          strcmp(o->via, "none") != 0) ||
         (strcmp(o->via, "uri") == 0 && o->conf == NULL)) {
-        fprintf(stderr, "p11mtls-bench-worker: tls needs --via file|uri|none, --tls, --dir "
-                        "(and --conf with uri)\n");
+        fprintf(stderr,
+                "p11mtls-bench-worker: tls needs --via file|uri|none, --tls, --dir "
+                "(and --conf with uri)\n");
         return 0;
     }
     version = strcmp(o->tls, "1.2") == 0 ? TLS1_2_VERSION : TLS1_3_VERSION;

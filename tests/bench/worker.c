@@ -38,14 +38,13 @@
 
 const unsigned char bench_msg[BENCH_MSG_LEN] = {
     /* 64 spaces */
-    ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ',
-    ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ',
-    ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ',
-    ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ',
+    ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ',
+    ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ',
+    ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ',
+    ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ',
     /* "TLS 1.3, client CertificateVerify", a zero */
-    'T', 'L', 'S', ' ', '1', '.', '3', ',', ' ', 'c', 'l', 'i', 'e', 'n', 't', ' ',
-    'C', 'e', 'r', 't', 'i', 'f', 'i', 'c', 'a', 't', 'e', 'V', 'e', 'r', 'i', 'f',
-    'y', 0,
+    'T', 'L', 'S', ' ', '1', '.', '3', ',', ' ', 'c', 'l', 'i', 'e', 'n', 't', ' ', 'C',
+    'e', 'r', 't', 'i', 'f', 'i', 'c', 'a', 't', 'e', 'V', 'e', 'r', 'i', 'f', 'y', 0,
     /* a transcript hash (any 32 bytes) */
     0x3a, 0x91, 0x5c, 0x07, 0xee, 0x12, 0x48, 0xb6, 0x2d, 0x70, 0xc4, 0x19, 0x85, 0xfa,
     0x63, 0x0e, 0xd1, 0x27, 0x9b, 0x44, 0x5f, 0xa8, 0x36, 0xc2, 0x0b, 0x7d, 0xe9, 0x51,
@@ -122,7 +121,8 @@ static void *slice_run(void *varg)
 static int slice_states(int threads)
 {
     for (int i = 0; i < threads; i++) {
-        if (tstate[i] == NULL && (tstate[i] = contender.thread_new(contender.arg, i)) == NULL)
+        if (tstate[i] == NULL &&
+            (tstate[i] = contender.thread_new(contender.arg, i)) == NULL)
             return 0;
     }
     return 1;
@@ -202,28 +202,36 @@ static long rss_kb(void)
 
 static void usage(void)
 {
-    fputs("usage: p11mtls-bench-worker sign --via raw|rawmech|prov|engine|soft --scheme S\n"
-          "           [--module SO --pin-file F --uri URI --conf CNF --key-file PEM\n"
-          "            --engine SO]\n"
-          "       p11mtls-bench-worker tls --via file|uri|none --tls 1.2|1.3 --dir DIR\n"
-          "           [--cert PEM --key-file PEM --uri URI --conf CNF\n"
-          "            --verify require|request --expect cert|nocert]\n"
-          "schemes: rsa-pkcs1 rsa-pss ecdsa ed25519. Commands on stdin: run MS THREADS,\n"
-          "n COUNT, rss, quit (see worker.c).\n",
-          stderr);
+    fputs(
+        "usage: p11mtls-bench-worker sign --via raw|rawmech|prov|engine|soft --scheme S\n"
+        "           [--module SO --pin-file F --uri URI --conf CNF --key-file PEM\n"
+        "            --engine SO]\n"
+        "       p11mtls-bench-worker tls --via file|uri|none --tls 1.2|1.3 --dir DIR\n"
+        "           [--cert PEM --key-file PEM --uri URI --conf CNF\n"
+        "            --verify require|request --expect cert|nocert]\n"
+        "schemes: rsa-pkcs1 rsa-pss ecdsa ed25519. Commands on stdin: run MS THREADS,\n"
+        "n COUNT, rss, quit (see worker.c).\n",
+        stderr);
     exit(2);
 }
 
 static void parse(int argc, char **argv, BENCH_OPTS *o)
 {
     static const struct option longopts[] = {
-        {"via", required_argument, NULL, 'v'},   {"scheme", required_argument, NULL, 's'},
-        {"module", required_argument, NULL, 'm'}, {"pin-file", required_argument, NULL, 'p'},
-        {"uri", required_argument, NULL, 'u'},   {"conf", required_argument, NULL, 'c'},
-        {"key-file", required_argument, NULL, 'k'}, {"engine", required_argument, NULL, 'e'},
-        {"tls", required_argument, NULL, 't'},   {"dir", required_argument, NULL, 'd'},
-        {"cert", required_argument, NULL, 'C'},  {"verify", required_argument, NULL, 'V'},
-        {"expect", required_argument, NULL, 'E'}, {NULL, 0, NULL, 0},
+        {"via", required_argument, NULL, 'v'},
+        {"scheme", required_argument, NULL, 's'},
+        {"module", required_argument, NULL, 'm'},
+        {"pin-file", required_argument, NULL, 'p'},
+        {"uri", required_argument, NULL, 'u'},
+        {"conf", required_argument, NULL, 'c'},
+        {"key-file", required_argument, NULL, 'k'},
+        {"engine", required_argument, NULL, 'e'},
+        {"tls", required_argument, NULL, 't'},
+        {"dir", required_argument, NULL, 'd'},
+        {"cert", required_argument, NULL, 'C'},
+        {"verify", required_argument, NULL, 'V'},
+        {"expect", required_argument, NULL, 'E'},
+        {NULL, 0, NULL, 0},
     };
     int ch;
 
@@ -234,20 +242,47 @@ static void parse(int argc, char **argv, BENCH_OPTS *o)
     optind = 2;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
-        case 'v': o->via = optarg; break;
-        case 's': o->scheme = optarg; break;
-        case 'm': o->module = optarg; break;
-        case 'p': o->pin_file = optarg; break;
-        case 'u': o->uri = optarg; break;
-        case 'c': o->conf = optarg; break;
-        case 'k': o->key_file = optarg; break;
-        case 'e': o->engine = optarg; break;
-        case 't': o->tls = optarg; break;
-        case 'd': o->dir = optarg; break;
-        case 'C': o->cert = optarg; break;
-        case 'V': o->verify = optarg; break;
-        case 'E': o->expect = optarg; break;
-        default: usage();
+        case 'v':
+            o->via = optarg;
+            break;
+        case 's':
+            o->scheme = optarg;
+            break;
+        case 'm':
+            o->module = optarg;
+            break;
+        case 'p':
+            o->pin_file = optarg;
+            break;
+        case 'u':
+            o->uri = optarg;
+            break;
+        case 'c':
+            o->conf = optarg;
+            break;
+        case 'k':
+            o->key_file = optarg;
+            break;
+        case 'e':
+            o->engine = optarg;
+            break;
+        case 't':
+            o->tls = optarg;
+            break;
+        case 'd':
+            o->dir = optarg;
+            break;
+        case 'C':
+            o->cert = optarg;
+            break;
+        case 'V':
+            o->verify = optarg;
+            break;
+        case 'E':
+            o->expect = optarg;
+            break;
+        default:
+            usage();
         }
     }
     if (optind != argc || o->via == NULL)

@@ -15,7 +15,7 @@
 #define FUZZ_ASSERT(cond, ...)                                                           \
     do {                                                                                 \
         if (!(cond)) {                                                                   \
-            fprintf(stderr, "fuzz property violated: %s: ", #cond);                     \
+            fprintf(stderr, "fuzz property violated: %s: ", #cond);                      \
             fprintf(stderr, __VA_ARGS__);                                                \
             fputc('\n', stderr);                                                         \
             abort();                                                                     \

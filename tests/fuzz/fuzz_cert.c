@@ -14,9 +14,9 @@
 #include "fuzz.h"
 #include "../../shim/identity.c"
 
-static STACK_OF(X509_NAME) *fuzz_cas;
+static STACK_OF(X509_NAME) * fuzz_cas;
 
-static const STACK_OF(X509_NAME) *fake_peer_ca_list(const SSL *ssl)
+static const STACK_OF(X509_NAME) * fake_peer_ca_list(const SSL *ssl)
 {
     (void) ssl;
     return fuzz_cas;

@@ -44,7 +44,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     close(fd);
     libctx = OSSL_LIB_CTX_new();
-    if (libctx == NULL || !OSSL_PROVIDER_add_builtin(libctx, "p11mtls", OSSL_provider_init) ||
+    if (libctx == NULL ||
+        !OSSL_PROVIDER_add_builtin(libctx, "p11mtls", OSSL_provider_init) ||
         !OSSL_LIB_CTX_load_config(libctx, path) ||
         !OSSL_PROVIDER_available(libctx, "p11mtls")) {
         ERR_print_errors_fp(stderr);
@@ -54,7 +55,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static void decode(const char *type, const char *structure, const uint8_t *data, size_t size)
+static void decode(const char *type, const char *structure, const uint8_t *data,
+                   size_t size)
 {
     EVP_PKEY *pkey = NULL;
     OSSL_DECODER_CTX *dc = OSSL_DECODER_CTX_new_for_pkey(

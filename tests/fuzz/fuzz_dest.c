@@ -58,10 +58,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* self-match: a plain host name (no port, no wildcard) */
-    if (parsed && p.kind == SHIM_PAT_HOST && p.port < 0 && strpbrk(pattern, ":/[]*") == NULL) {
+    if (parsed && p.kind == SHIM_PAT_HOST && p.port < 0 &&
+        strpbrk(pattern, ":/[]*") == NULL) {
         memset(&d, 0, sizeof(d));
         d.port = 443;
-        FUZZ_ASSERT(shim_dest_set_name(&d, pattern, "sni"), "pattern \"%s\" is no name", pattern);
+        FUZZ_ASSERT(shim_dest_set_name(&d, pattern, "sni"), "pattern \"%s\" is no name",
+                    pattern);
         FUZZ_ASSERT(shim_pattern_match(&p, &d), "\"%s\" does not match itself", pattern);
         upper = strdup(pattern);
         for (char *q = upper; *q != '\0'; q++)
@@ -77,7 +79,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memset(&d, 0, sizeof(d));
         shim_dest_set_addr(&d, AF_INET, p.addr);
         d.port = p.port;
-        FUZZ_ASSERT(shim_pattern_match(&p, &d), "\"%s\" does not match its address", pattern);
+        FUZZ_ASSERT(shim_pattern_match(&p, &d), "\"%s\" does not match its address",
+                    pattern);
         d.port = p.port == 1 ? 2 : p.port - 1;
         FUZZ_ASSERT(!shim_pattern_match(&p, &d), "\"%s\" matches another port", pattern);
     }

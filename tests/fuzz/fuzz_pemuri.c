@@ -27,7 +27,8 @@ static void check_der(const unsigned char *der, long len)
     FUZZ_ASSERT(uri != NULL && strlen(uri) >= 1 && strlen(uri) <= 4096,
                 "accepted URI of %zu bytes", uri != NULL ? strlen(uri) : 0);
     mem = BIO_new(BIO_s_mem());
-    FUZZ_ASSERT(mem != NULL && p11m_pemuri_write(mem, uri), "cannot write back \"%s\"", uri);
+    FUZZ_ASSERT(mem != NULL && p11m_pemuri_write(mem, uri), "cannot write back \"%s\"",
+                uri);
     FUZZ_ASSERT(PEM_read_bio(mem, &name, &header, &body, &blen) > 0 &&
                     strcmp(name, P11M_PEMURI_LABEL) == 0,
                 "written PEM does not read back");

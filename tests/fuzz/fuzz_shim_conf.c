@@ -67,7 +67,8 @@ static void conf_free(struct shim_conf *c)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const char *const names[] = {"localhost", "api.corp.example", "10.1.2.3", "fd00::1"};
+    static const char *const names[] = {"localhost", "api.corp.example", "10.1.2.3",
+                                        "fd00::1"};
     struct shim_conf *c;
 
     if (size > 65536 || ftruncate(memfd, 0) != 0 ||

@@ -18,7 +18,8 @@ static void check_redacted(const char *what, const char *out, int any_case)
     const char *p = out;
 
     for (;;) {
-        const char *hit = any_case ? strcasestr(p, "pin-value=") : strstr(p, "pin-value=");
+        const char *hit =
+            any_case ? strcasestr(p, "pin-value=") : strstr(p, "pin-value=");
 
         if (hit == NULL)
             return;

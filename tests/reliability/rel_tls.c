@@ -7,7 +7,8 @@
  * it against the CA chain, and answers one line: "OK <subject>" or "OK none". Clients
  * reach it over a socketpair (the destination is then the SNI name only) or over
  * loopback TCP (--port P, repeatable: a listener on 127.0.0.1:P, 0 for any free port; the
- * destination is then 127.0.0.1:P, or the SNI name if one is given). No session resumption: no tickets, no session cache.
+ * destination is then 127.0.0.1:P, or the SNI name if one is given). No session
+ * resumption: no tickets, no session cache.
  *
  * The client has certificate code only with --key/--cert (provider mode: both loaded by
  * URI through OSSL_STORE, as an application would with the p11mtls provider configured
@@ -18,9 +19,8 @@
  *   rel-tls [options] fork        W handshakes in the parent (none with --fresh), then C
  *                                 children at once (one after the other with --serial),
  *                                 each N handshakes with its own server
- *                                 threads, ending by --child-exit; then one more handshake
- *                                 in the parent. --busy B keeps B parent threads
- *                                 handshaking while it forks.
+ *                                 threads, ending by --child-exit; then one more
+ * handshake in the parent. --busy B keeps B parent threads handshaking while it forks.
  *   rel-tls [options] dests       T threads x N handshakes, round robin over the
  *                                 destinations (--sni names and/or --port ports); prints
  *                                 "dest NAME handshakes=H cert=C" per destination.
@@ -68,13 +68,19 @@
 struct opts {
     const char *key, *cert, *server_cert, *server_key, *server_chain, *ca, *root;
     const char *sni[MAX_DESTS];
-    int nsni, ntcp, threads, n, children, warm, fresh, busy, optional, serial, pause, timeout;
+    int nsni, ntcp, threads, n, children, warm, fresh, busy, optional, serial, pause,
+        timeout;
     const char *child_exit, *expect, *tls;
 };
 
 static struct opts o = {
-    .threads = 1, .n = 1, .children = 0, .warm = 1, .timeout = 300,
-    .child_exit = "exit", .tls = "1.3",
+    .threads = 1,
+    .n = 1,
+    .children = 0,
+    .warm = 1,
+    .timeout = 300,
+    .child_exit = "exit",
+    .tls = "1.3",
 };
 
 /* ---- counters ---- */
@@ -152,7 +158,8 @@ struct queue {
     int stop;
 };
 
-static struct queue q = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0, 0, 0};
+static struct queue q = {
+    PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0, 0, 0};
 
 static void queue_push(int fd)
 {
@@ -184,10 +191,11 @@ static int queue_pop(void)
 static SSL_CTX *server_ctx(void)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    STACK_OF(X509_NAME) *names;
+    STACK_OF(X509_NAME) * names;
     int mode = SSL_VERIFY_PEER | (o.optional ? 0 : SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
 
-    if (ctx == NULL || SSL_CTX_use_certificate_file(ctx, o.server_cert, SSL_FILETYPE_PEM) != 1 ||
+    if (ctx == NULL ||
+        SSL_CTX_use_certificate_file(ctx, o.server_cert, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx, o.server_key, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_load_verify_locations(ctx, o.ca, NULL) != 1)
         return NULL;
@@ -294,7 +302,8 @@ static int server_start(int nthreads)
         tcp_fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (tcp_fds[i] >= 0)
             setsockopt(tcp_fds[i], SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (tcp_fds[i] < 0 || bind(tcp_fds[i], (struct sockaddr *) &sa, sizeof(sa)) != 0 ||
+        if (tcp_fds[i] < 0 ||
+            bind(tcp_fds[i], (struct sockaddr *) &sa, sizeof(sa)) != 0 ||
             listen(tcp_fds[i], 128) != 0 ||
             getsockname(tcp_fds[i], (struct sockaddr *) &sa, &sl) != 0)
             return 0;
@@ -377,7 +386,7 @@ static SSL_CTX *client_ctx(int version)
 struct dest {
     const char *sni; /* NULL: none */
     char sni_buf[256];
-    int tcp;         /* index into tcp_ports, or -1: socketpair */
+    int tcp; /* index into tcp_ports, or -1: socketpair */
     char name[300];
     long handshakes, certs;
 };
@@ -389,7 +398,8 @@ static void dests_init(int round_robin)
 {
     ndests = 0;
     if (!round_robin || (o.nsni == 0 && o.ntcp == 0)) {
-        dests[0] = (struct dest){.sni = o.nsni > 0 ? o.sni[0] : NULL, .tcp = o.ntcp > 0 ? 0 : -1};
+        dests[0] = (struct dest){.sni = o.nsni > 0 ? o.sni[0] : NULL,
+                                 .tcp = o.ntcp > 0 ? 0 : -1};
         ndests = 1;
     } else {
         for (int i = 0; i < o.nsni; i++) {
@@ -400,7 +410,8 @@ static void dests_init(int round_robin)
             if (at == NULL)
                 continue;
             /* NAME@PORT: that SNI name over TCP to the listener on PORT */
-            snprintf(d->sni_buf, sizeof(d->sni_buf), "%.*s", (int) (at - o.sni[i]), o.sni[i]);
+            snprintf(d->sni_buf, sizeof(d->sni_buf), "%.*s", (int) (at - o.sni[i]),
+                     o.sni[i]);
             d->sni = d->sni_buf;
             for (int j = 0; j < o.ntcp; j++)
                 if (tcp_ports[j] == atoi(at + 1))
