@@ -130,7 +130,7 @@ shim_cfg() { # DESC FILE REGEX: the shim's one error line, the program unaffecte
 }
 head -c 4000 /dev/urandom >garbage.conf
 rel_shim_conf good.conf p256 localhost
-head -c 120 good.conf >truncated.conf
+head -n 2 good.conf >truncated.conf # a section header cut short, whatever the paths
 echo "[p11mtls" >>truncated.conf
 head -c 2000000 /dev/zero | tr '\0' '#' >huge.conf
 mkfifo fifo.conf
