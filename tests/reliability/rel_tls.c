@@ -160,6 +160,7 @@ struct queue {
 
 static struct queue q = {
     PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0, 0, 0};
+static int srv_started, srv_busy; /* server threads running, and serving a connection */
 
 static void queue_push(int fd)
 {
@@ -182,6 +183,7 @@ static int queue_pop(void)
         fd = q.fds[q.head];
         q.head = (q.head + 1) % 1024;
         q.n--;
+        __atomic_add_fetch(&srv_busy, 1, __ATOMIC_SEQ_CST);
         pthread_cond_broadcast(&q.cond);
     }
     pthread_mutex_unlock(&q.lock);
@@ -261,9 +263,26 @@ static void *server_thread(void *arg)
     int fd;
 
     (void) arg;
-    while ((fd = queue_pop()) >= 0)
+    __atomic_add_fetch(&srv_started, 1, __ATOMIC_SEQ_CST);
+    while ((fd = queue_pop()) >= 0) {
         serve_one(fd);
+        __atomic_sub_fetch(&srv_busy, 1, __ATOMIC_SEQ_CST);
+    }
     return NULL;
+}
+
+/*
+ * Before a fork that the test does not mean to race: every server thread has started
+ * and is back waiting for work, so none is inside malloc or libssl. glibc's malloc is
+ * fork-safe anyway; the ASan runtime's allocator (gcc 12) is not, and a child forked
+ * while another thread allocates hangs in it.
+ */
+static void servers_quiet(int nthreads)
+{
+    while (__atomic_load_n(&srv_started, __ATOMIC_SEQ_CST) < nthreads ||
+           __atomic_load_n(&srv_busy, __ATOMIC_SEQ_CST) != 0)
+        usleep(1000);
+    usleep(2000); /* from the decrement back into pthread_cond_wait */
 }
 
 /* TCP listeners feed the same queue. */
@@ -626,6 +645,7 @@ static int child_main(int idx)
     pthread_mutex_init(&q.lock, NULL);
     pthread_cond_init(&q.cond, NULL);
     q.n = q.head = 0;
+    srv_started = srv_busy = 0;
     if (!server_start(1) || (shared_ctx[1] == NULL && !setup_client()))
         return 1;
     for (int i = 0; i < o.n; i++)
@@ -678,10 +698,11 @@ static int mode_fork(int *child_rc)
     pthread_t busy[MAX_THREADS];
     struct worker bw[MAX_THREADS];
     int nchildren = o.children > 1024 ? 1024 : o.children;
+    int nservers = o.busy > 0 ? o.busy + 1 : 1;
     int failed = 0, timed_out = 0, left, status;
     time_t deadline;
 
-    if (!server_start(o.busy > 0 ? o.busy + 1 : 1))
+    if (!server_start(nservers))
         return 1;
     dests_init(0);
     if (!o.fresh) {
@@ -696,6 +717,8 @@ static int mode_fork(int *child_rc)
     }
     fflush(NULL);
     for (int i = 0; i < nchildren; i++) {
+        if (o.busy == 0)
+            servers_quiet(nservers);
         pids[i] = fork();
         if (pids[i] == 0) {
             int rc = child_main(i);
