@@ -80,7 +80,12 @@ for mode in provider shim; do
             # while another thread allocates hangs in the runtime itself (seen with gdb).
             skip "$desc" "ASan build: the sanitizer runtime's allocator is not fork-safe"
         else
-            check "$desc" run_busy "$mode" "$run"
+            # Rare but real (4 of 50 children once, under load): OpenSSL 3.0 takes no lock
+            # around fork, so a child forked while another thread holds one of libcrypto's
+            # locks hangs at its first use of it. p11mtls quiesces only its PKCS#11 modules.
+            rel_known "$desc" \
+                "core/OpenSSL: a child forked while another thread is inside libcrypto can hang (reported)" \
+                run_busy "$mode" "$run"
         fi
     done
 done
