@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include <openssl/evp.h>
+
 #define BENCH_MAX_THREADS 8
 
 /* What the worker was asked to set up (see worker.c's usage text). */
@@ -49,6 +51,8 @@ extern const unsigned char bench_msg[BENCH_MSG_LEN];
 
 /* Prints msg and OpenSSL's error queue on stderr. */
 void bench_ossl_error(const char *msg);
+/* The first private key at uri, through OSSL_STORE (the provider for pkcs11: URIs). */
+EVP_PKEY *bench_store_key(const char *uri);
 /* Reads the first line of a file (a PIN) into buf; 1 on success. */
 int bench_read_line(const char *path, char *buf, size_t len);
 

@@ -254,26 +254,6 @@ static int evp_op(void *arg, void *tstate)
     return ok;
 }
 
-static EVP_PKEY *store_load_key(const char *uri)
-{
-    OSSL_STORE_CTX *st = OSSL_STORE_open(uri, NULL, NULL, NULL, NULL);
-    EVP_PKEY *key = NULL;
-
-    if (st == NULL)
-        return NULL;
-    OSSL_STORE_expect(st, OSSL_STORE_INFO_PKEY);
-    while (key == NULL && !OSSL_STORE_eof(st)) {
-        OSSL_STORE_INFO *info = OSSL_STORE_load(st);
-
-        if (info == NULL)
-            break;
-        key = OSSL_STORE_INFO_get1_PKEY(info);
-        OSSL_STORE_INFO_free(info);
-    }
-    OSSL_STORE_close(st);
-    return key;
-}
-
 static int evp_setup(const BENCH_OPTS *o, enum scheme s, BENCH_CONTENDER *c)
 {
     EVP *e = calloc(1, sizeof(*e));
@@ -289,7 +269,7 @@ static int evp_setup(const BENCH_OPTS *o, enum scheme s, BENCH_CONTENDER *c)
             bench_ossl_error("loading the provider configuration");
             return 0;
         }
-        e->key = store_load_key(o->uri);
+        e->key = bench_store_key(o->uri);
     } else {
         FILE *f = o->key_file != NULL ? fopen(o->key_file, "r") : NULL;
 

@@ -136,26 +136,6 @@ static SSL_CTX *server_ctx(const BENCH_OPTS *o, int version)
     return s;
 }
 
-static EVP_PKEY *store_key(const char *uri)
-{
-    OSSL_STORE_CTX *st = OSSL_STORE_open(uri, NULL, NULL, NULL, NULL);
-    EVP_PKEY *key = NULL;
-
-    if (st == NULL)
-        return NULL;
-    OSSL_STORE_expect(st, OSSL_STORE_INFO_PKEY);
-    while (key == NULL && !OSSL_STORE_eof(st)) {
-        OSSL_STORE_INFO *info = OSSL_STORE_load(st);
-
-        if (info == NULL)
-            break;
-        key = OSSL_STORE_INFO_get1_PKEY(info);
-        OSSL_STORE_INFO_free(info);
-    }
-    OSSL_STORE_close(st);
-    return key;
-}
-
 static SSL_CTX *client_ctx(const BENCH_OPTS *o, int version)
 {
     SSL_CTX *c;
@@ -178,7 +158,7 @@ static SSL_CTX *client_ctx(const BENCH_OPTS *o, int version)
             SSL_CTX_use_PrivateKey_file(c, o->key_file, SSL_FILETYPE_PEM) != 1)
             return NULL;
     } else {
-        if (o->uri == NULL || (key = store_key(o->uri)) == NULL ||
+        if (o->uri == NULL || (key = bench_store_key(o->uri)) == NULL ||
             SSL_CTX_use_PrivateKey(c, key) != 1)
             return NULL;
         EVP_PKEY_free(key);

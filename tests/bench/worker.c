@@ -27,6 +27,8 @@
 
 #include <openssl/err.h>
 
+#include <openssl/store.h>
+
 #include "bench.h"
 
 #ifdef HAVE_CALLGRIND_H
@@ -54,6 +56,26 @@ void bench_ossl_error(const char *msg)
 {
     fprintf(stderr, "p11mtls-bench-worker: %s\n", msg);
     ERR_print_errors_fp(stderr);
+}
+
+EVP_PKEY *bench_store_key(const char *uri)
+{
+    OSSL_STORE_CTX *st = OSSL_STORE_open(uri, NULL, NULL, NULL, NULL);
+    EVP_PKEY *key = NULL;
+
+    if (st == NULL)
+        return NULL;
+    OSSL_STORE_expect(st, OSSL_STORE_INFO_PKEY);
+    while (key == NULL && !OSSL_STORE_eof(st)) {
+        OSSL_STORE_INFO *info = OSSL_STORE_load(st);
+
+        if (info == NULL)
+            break;
+        key = OSSL_STORE_INFO_get1_PKEY(info);
+        OSSL_STORE_INFO_free(info);
+    }
+    OSSL_STORE_close(st);
+    return key;
 }
 
 int bench_read_line(const char *path, char *buf, size_t len)
