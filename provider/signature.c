@@ -352,31 +352,39 @@ static int sig_digest_info(const EVP_MD *md, const unsigned char *h, size_t hlen
     return 1;
 }
 
-/* ECDSA: the token's r||s becomes the DER SEQUENCE OpenSSL and TLS expect. */
+/* Largest ECDSA r or s: P-521's 66 bytes. */
+#define ECDSA_MAX_HALF 66
+
+/*
+ * ECDSA: the token's r||s becomes the DER SEQUENCE OpenSSL and TLS expect. Encoded into
+ * a buffer on the stack, sized for the largest curve: left to allocate, i2d grows a
+ * buffer on the heap, which costs more than the encoding at a software token's speed.
+ */
 static int sig_ecdsa_to_der(unsigned char *sig, size_t *siglen, size_t sigsize)
 {
-    ECDSA_SIG *es = ECDSA_SIG_new();
+    /* SEQUENCE header, then two INTEGERs: tag, length, a sign byte, the value. */
+    unsigned char der[3 + 2 * (3 + ECDSA_MAX_HALF)], *p = der;
     size_t half = *siglen / 2;
-    BIGNUM *r = BN_bin2bn(sig, (int) half, NULL);
-    BIGNUM *s = BN_bin2bn(sig + half, (int) half, NULL);
-    unsigned char *der = NULL;
+    ECDSA_SIG *es = NULL;
+    BIGNUM *r = NULL, *s = NULL;
     int len = -1;
 
-    if (es != NULL && r != NULL && s != NULL && (*siglen % 2) == 0 &&
-        ECDSA_SIG_set0(es, r, s)) {
+    if (*siglen % 2 != 0 || half == 0 || half > ECDSA_MAX_HALF)
+        return 0;
+    es = ECDSA_SIG_new();
+    r = BN_bin2bn(sig, (int) half, NULL);
+    s = BN_bin2bn(sig + half, (int) half, NULL);
+    if (es != NULL && r != NULL && s != NULL && ECDSA_SIG_set0(es, r, s)) {
         r = s = NULL;
-        len = i2d_ECDSA_SIG(es, &der);
+        len = i2d_ECDSA_SIG(es, &p);
     }
     BN_free(r);
     BN_free(s);
     ECDSA_SIG_free(es);
-    if (len <= 0 || (size_t) len > sigsize) {
-        OPENSSL_free(der);
+    if (len <= 0 || (size_t) len > sizeof(der) || (size_t) len > sigsize)
         return 0;
-    }
     memcpy(sig, der, (size_t) len);
     *siglen = (size_t) len;
-    OPENSSL_free(der);
     return 1;
 }
 
@@ -408,8 +416,12 @@ static int sig_token_sign(SIG_CTX *ctx, CK_MECHANISM_TYPE mtype, const unsigned 
     if (p11m_sign(ctx->key->obj, &mech, in, inlen, buf, &len) != CKR_OK)
         return 0;
     if (ctx->key->type == P11M_KEY_EC) {
-        if (!sig_ecdsa_to_der(buf, &len, sizeof(buf)))
+        if (!sig_ecdsa_to_der(buf, &len, sizeof(buf))) {
+            p11m_prov_raise(
+                ctx->prov, P11M_R_INTERNAL,
+                "cannot DER-encode the token's %zu-byte ECDSA signature (r||s)", len);
             return 0;
+        }
     }
     if (len > sigsize) {
         p11m_prov_raise(ctx->prov, P11M_R_INTERNAL, "signature buffer too small");

@@ -30,6 +30,7 @@ typedef struct bench_opts {
     const char *cert; /* client certificate PEM (tls file, tls uri) */
     const char *verify; /* server side: require (default) | request */
     const char *expect; /* tls: cert | nocert: what the server must have seen */
+    int init_only;      /* sign prov|soft: EVP context and DigestSignInit, no signature */
 } BENCH_OPTS;
 
 /* One contender: per-thread state and the operation. op returns 1 on success. */

@@ -16,6 +16,9 @@
  *            OSSL_STORE after the provider configuration is loaded.
  *   soft     the same EVP calls on a PEM key in the default provider.
  *
+ * With --init-only, prov and soft stop after EVP_DigestSignInit_ex: libcrypto's share of
+ * a signature through a provider key, which the instruction counts set apart.
+ *
  * RSA-PSS uses SHA-256, MGF1-SHA-256 and a 32-byte salt (what TLS uses) everywhere.
  */
 #include <stdio.h>
@@ -218,6 +221,7 @@ typedef struct evp {
     EVP_PKEY *key;
     const char *md; /* NULL for EdDSA */
     int pss;
+    int init_only; /* stop after EVP_DigestSignInit_ex: what libcrypto costs per key */
 } EVP;
 
 static void *evp_thread_new(void *arg, int idx)
@@ -247,7 +251,7 @@ static int evp_op(void *arg, void *tstate)
     ok = m != NULL &&
          EVP_DigestSignInit_ex(m, NULL, e->md, NULL, NULL, e->key, e->pss ? pss : NULL) ==
              1 &&
-         EVP_DigestSign(m, sig, &siglen, bench_msg, BENCH_MSG_LEN) == 1;
+         (e->init_only || EVP_DigestSign(m, sig, &siglen, bench_msg, BENCH_MSG_LEN) == 1);
     EVP_MD_CTX_free(m);
     if (!ok)
         bench_ossl_error("EVP_DigestSign failed");
@@ -286,6 +290,7 @@ static int evp_setup(const BENCH_OPTS *o, enum scheme s, BENCH_CONTENDER *c)
     }
     e->md = s == S_ED25519 ? NULL : "SHA256";
     e->pss = s == S_RSA_PSS;
+    e->init_only = o->init_only;
     c->thread_new = evp_thread_new;
     c->op = evp_op;
     c->arg = e;

@@ -227,7 +227,7 @@ static void usage(void)
     fputs(
         "usage: p11mtls-bench-worker sign --via raw|rawmech|prov|engine|soft --scheme S\n"
         "           [--module SO --pin-file F --uri URI --conf CNF --key-file PEM\n"
-        "            --engine SO]\n"
+        "            --engine SO --init-only]\n"
         "       p11mtls-bench-worker tls --via file|uri|none --tls 1.2|1.3 --dir DIR\n"
         "           [--cert PEM --key-file PEM --uri URI --conf CNF\n"
         "            --verify require|request --expect cert|nocert]\n"
@@ -253,6 +253,7 @@ static void parse(int argc, char **argv, BENCH_OPTS *o)
         {"cert", required_argument, NULL, 'C'},
         {"verify", required_argument, NULL, 'V'},
         {"expect", required_argument, NULL, 'E'},
+        {"init-only", no_argument, NULL, 'I'},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -302,6 +303,9 @@ static void parse(int argc, char **argv, BENCH_OPTS *o)
             break;
         case 'E':
             o->expect = optarg;
+            break;
+        case 'I':
+            o->init_only = 1;
             break;
         default:
             usage();
