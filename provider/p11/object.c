@@ -176,31 +176,53 @@ static CK_RV obj_read_ulong(P11M_MODULE *mod, CK_SESSION_HANDLE sess, CK_OBJECT_
 }
 
 /* Reads CKA_ID and CKA_LABEL into the object. */
-static CK_RV obj_read_names(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE h)
+/* Longest CKA_ID or CKA_LABEL read: names longer than this are not names a URI carries.
+ */
+#define OBJ_NAME_MAX 4096
+
+/* CKA_ID and CKA_LABEL. Returns 1, or 0 with an error raised that names the object. */
+static int obj_read_names(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE h)
 {
+    static const char *const names[2] = {"CKA_ID", "CKA_LABEL"};
     CK_ATTRIBUTE t[2] = {{CKA_ID, NULL, 0}, {CKA_LABEL, NULL, 0}};
     CK_RV rv = P11M_CALL(obj->tok->mod, C_GetAttributeValue, sess, h, t, 2);
 
     if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
-        return rv;
-    for (int i = 0; i < 2; i++)
-        if (t[i].ulValueLen == CK_UNAVAILABLE_INFORMATION || t[i].ulValueLen > 4096)
+        goto token_error;
+    for (int i = 0; i < 2; i++) {
+        if (t[i].ulValueLen == CK_UNAVAILABLE_INFORMATION) {
             t[i].ulValueLen = 0;
+        } else if (t[i].ulValueLen > OBJ_NAME_MAX) {
+            p11m_raise(P11M_R_UNSUPPORTED,
+                       "object handle %lu: its %s is %lu bytes, over the %d that p11mtls "
+                       "reads; object skipped",
+                       (unsigned long) h, names[i], (unsigned long) t[i].ulValueLen,
+                       OBJ_NAME_MAX);
+            return 0;
+        }
+    }
     CK_ULONG id_cap = t[0].ulValueLen, label_cap = t[1].ulValueLen;
 
     obj->id = malloc(id_cap + 1);
     obj->label = malloc(label_cap + 1);
-    if (obj->id == NULL || obj->label == NULL)
-        return CKR_HOST_MEMORY;
+    if (obj->id == NULL || obj->label == NULL) {
+        p11m_raise(P11M_R_INTERNAL, "out of memory");
+        return 0;
+    }
     t[0].pValue = obj->id;
     t[1].pValue = obj->label;
     rv = P11M_CALL(obj->tok->mod, C_GetAttributeValue, sess, h, t, 2);
     if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
-        return rv;
-    obj->idlen = t[0].ulValueLen == CK_UNAVAILABLE_INFORMATION ? 0 : t[0].ulValueLen;
-    obj->label[t[1].ulValueLen == CK_UNAVAILABLE_INFORMATION ? 0 : t[1].ulValueLen] =
-        '\0';
-    return CKR_OK;
+        goto token_error;
+    /* Lengths from the module are checked against what was allocated. */
+    obj->idlen = t[0].ulValueLen <= id_cap ? t[0].ulValueLen : 0;
+    obj->label[t[1].ulValueLen <= label_cap ? t[1].ulValueLen : 0] = '\0';
+    return 1;
+
+token_error:
+    p11m_raise_ckr(rv, "C_GetAttributeValue", "reading the names of object handle %lu",
+                   (unsigned long) h);
+    return 0;
 }
 
 static char *obj_strdup(const char *s)
@@ -273,10 +295,12 @@ static P11M_OBJ *obj_load(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, CK_OBJECT_HAN
 
     if (obj == NULL)
         return NULL;
-    rv = obj_read_names(obj, sess, h);
-    if (rv == CKR_OK)
-        rv = cls == CKO_CERTIFICATE ? obj_read_attrs(obj, sess, h, cert_attrs, 4)
-                                    : obj_read_key(obj, sess, h);
+    if (!obj_read_names(obj, sess, h)) {
+        p11m_obj_free(obj);
+        return NULL;
+    }
+    rv = cls == CKO_CERTIFICATE ? obj_read_attrs(obj, sess, h, cert_attrs, 4)
+                                : obj_read_key(obj, sess, h);
     if (rv != CKR_OK) {
         p11m_raise_ckr(rv, "C_GetAttributeValue", "reading object attributes");
         p11m_obj_free(obj);

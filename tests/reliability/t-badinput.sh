@@ -72,7 +72,7 @@ conf_with() {
     echo "$out"
 }
 
-plan 79
+plan 80
 
 # ------------------------------------------------------------------ malformed URIs
 rel_provider_cnf
@@ -270,8 +270,10 @@ fi
 rel_provider_cnf
 clean "provider: listing the whole token still shows the 5 good certificates" \
     "Total found: 1[0-9]" storeutl "$FX_TOKEN_URI"
-clean "provider: ... and says the 60 KB label/id objects were unreadable" \
-    "reading object attributes" storeutl "$FX_TOKEN_URI"
+clean "provider: ... and names the 60 KB label and id it skipped" \
+    "CKA_LABEL is 60000 bytes, over the 4096 that p11mtls reads; object skipped" \
+    storeutl "$FX_TOKEN_URI"
+clean "provider: ... (the id)" "CKA_ID is 60000 bytes, over the 4096" storeutl "$FX_TOKEN_URI"
 clean "provider: garbage certificate DER is refused" "Total found: 0" storeutl "pkcs11:token=$L;id=%06"
 clean "provider: truncated certificate DER is refused" "Total found: 0" storeutl "pkcs11:token=$L;id=%07"
 clean "provider: certificate with a 60 KB label" "Total found: 0" storeutl "pkcs11:token=$L;id=%08"
@@ -309,5 +311,5 @@ clean "tool: list survives the bad objects and marks them" \
     "object=garbage-der;type=cert.*[[:space:]]+\(not an X.509 certificate p11mtls can read\)" \
     bash -c "$TOOL list 2>&1 | tr '\n' ' '"
 clean "tool: list shows the 60 KB certificate" "object=big-cert" "$TOOL" list
-clean "tool: list names the unreadable ones" "reading object attributes" "$TOOL" list
+clean "tool: list names the unreadable ones" "CKA_LABEL is 60000 bytes, over the 4096" "$TOOL" list
 finish
