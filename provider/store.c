@@ -202,7 +202,16 @@ static int store_emit_cert(STORE_CTX *ctx, P11M_OBJ *obj, OSSL_CALLBACK *cb, voi
                         p11m_obj_label(obj));
         return 0;
     }
-    return cb(params, cbarg);
+    if (!cb(params, cbarg)) {
+        /* OpenSSL's own error says only "unsupported": name the object it came from. */
+        p11m_prov_raise(
+            ctx->prov, P11M_R_UNSUPPORTED,
+            "certificate '%s' on the token: OpenSSL cannot decode its %zu bytes "
+            "of DER as X.509",
+            p11m_obj_label(obj), len);
+        return 0;
+    }
+    return 1;
 }
 
 static int store_emit_key(STORE_CTX *ctx, P11M_OBJ *obj, OSSL_CALLBACK *cb, void *cbarg)

@@ -72,7 +72,7 @@ conf_with() {
     echo "$out"
 }
 
-plan 80
+plan 81
 
 # ------------------------------------------------------------------ malformed URIs
 rel_provider_cnf
@@ -276,6 +276,9 @@ clean "provider: ... and names the 60 KB label and id it skipped" \
 clean "provider: ... (the id)" "CKA_ID is 60000 bytes, over the 4096" storeutl "$FX_TOKEN_URI"
 clean "provider: garbage certificate DER is refused" "Total found: 0" storeutl "pkcs11:token=$L;id=%06"
 clean "provider: truncated certificate DER is refused" "Total found: 0" storeutl "pkcs11:token=$L;id=%07"
+clean "provider: ... with an error that names the certificate" \
+    "certificate 'truncated-der' on the token: OpenSSL cannot decode its 200 bytes" \
+    storeutl "pkcs11:token=$L;id=%07"
 clean "provider: certificate with a 60 KB label" "Total found: 0" storeutl "pkcs11:token=$L;id=%08"
 clean "provider: 60 KB garbage CKA_VALUE" "Total found: 0" storeutl "pkcs11:token=$L;id=%09"
 clean "provider: a valid 60 KB certificate is read whole" "Total found: 1" \
