@@ -1,7 +1,8 @@
 /*
  * decoder.c - reads PEM files that wrap a pkcs11: URI, so legacy key-file APIs
  * (SSL_CTX_use_PrivateKey_file, PEM_read_bio_PrivateKey) get the token key. Input that
- * is not such a file is left to the other decoders.
+ * is not such a file is left to the other decoders. The PIN comes as for store.c: from
+ * a PIN source, or else from the program's passphrase callback, asked at load.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -31,8 +32,11 @@ static int dec_take_first(P11M_OBJ *obj, void *arg)
     return 0; /* the first private key is the one */
 }
 
-/* The private key the URI names, as a key object. NULL (raised) when none. */
-static P11M_KEY *dec_load(P11M_PROV *prov, const char *uri_string)
+/*
+ * The private key the URI names, as a key object. NULL (raised) when none. Without a
+ * PIN source, the PIN comes from the program's passphrase callback, now (as in store.c).
+ */
+static P11M_KEY *dec_load(P11M_PROV *prov, const char *uri_string, P11M_PROV_PW *pw)
 {
     P11KitUri *uri = p11m_uri_parse(uri_string);
     P11M_MODULE *mod =
@@ -43,7 +47,7 @@ static P11M_KEY *dec_load(P11M_PROV *prov, const char *uri_string)
     P11M_KEY *key = NULL;
 
     if (mod != NULL) {
-        p11m_prov_login_info(prov, &li);
+        p11m_prov_login_info_pw(prov, &li, pw);
         memset(&args, 0, sizeof(args));
         args.uri = uri;
         args.cls = CKO_PRIVATE_KEY;
@@ -52,7 +56,7 @@ static P11M_KEY *dec_load(P11M_PROV *prov, const char *uri_string)
             p11m_prov_raise(prov, P11M_R_NO_OBJECT, "no private key matches %s",
                             P11M_PEMURI_LABEL " file's URI");
     }
-    if (obj != NULL)
+    if (obj != NULL && p11m_prov_pw_login(p11m_obj_token(obj), &li, uri))
         key = p11m_key_from_obj(prov, obj);
     p11m_obj_free(obj);
     if (uri != NULL)
@@ -128,9 +132,8 @@ static int dec_der_decode(void *vctx, OSSL_CORE_BIO *cin, int selection,
     P11M_KEY *key = NULL;
     int ok = 1, type = OSSL_OBJECT_PKEY;
     OSSL_PARAM params[4];
+    P11M_PROV_PW pw = {pw_cb, pw_cbarg};
 
-    (void) pw_cb;
-    (void) pw_cbarg;
     if (in == NULL)
         return 0;
     if (selection != 0 && !(selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY))
@@ -138,7 +141,7 @@ static int dec_der_decode(void *vctx, OSSL_CORE_BIO *cin, int selection,
     len = dec_read_all(in, der, sizeof(der));
     if (len <= 0 || !p11m_pemuri_parse(der, len, &uri))
         goto done; /* not a URI wrapper: not ours */
-    if ((key = dec_load(prov, uri)) == NULL) {
+    if ((key = dec_load(prov, uri, &pw)) == NULL) {
         ok = 0;
         goto done;
     }

@@ -135,6 +135,40 @@ void p11m_prov_login_info(const P11M_PROV *prov, P11M_LOGIN_INFO *li)
     li->pin_source = prov->pin_source;
 }
 
+static int prov_pw_pin(P11M_PIN *pin, const char *token_label, void *arg)
+{
+    P11M_PROV_PW *pw = arg;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_utf8_string(OSSL_PASSPHRASE_PARAM_INFO, (char *) token_label, 0),
+        OSSL_PARAM_END,
+    };
+    size_t len = 0;
+
+    if (!pw->cb(pin->buf, sizeof(pin->buf) - 1, &len, params, pw->cbarg) ||
+        len >= sizeof(pin->buf))
+        return 0;
+    pin->len = len;
+    pin->buf[len] = '\0';
+    return 1;
+}
+
+void p11m_prov_login_info_pw(const P11M_PROV *prov, P11M_LOGIN_INFO *li, P11M_PROV_PW *pw)
+{
+    p11m_prov_login_info(prov, li);
+    if (pw->cb != NULL) {
+        li->cb = prov_pw_pin;
+        li->cb_arg = pw;
+    }
+}
+
+int p11m_prov_pw_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li, P11KitUri *uri)
+{
+    if (li->cb == NULL || li->pin_source != NULL ||
+        p11_kit_uri_get_pin_value(uri) != NULL || p11_kit_uri_get_pin_source(uri) != NULL)
+        return 1;
+    return p11m_login(tok, li);
+}
+
 /* Parameter names in the provider's openssl.cnf section. */
 #define PARAM_MODULE     "pkcs11-module"
 #define PARAM_INIT_ARGS  "pkcs11-init-args"

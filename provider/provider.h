@@ -32,6 +32,21 @@ EVP_MD *p11m_prov_md(P11M_PROV *prov, const char *mdname);
 /* The provider context's settings in the form the core's login wants them. */
 void p11m_prov_login_info(const P11M_PROV *prov, P11M_LOGIN_INFO *li);
 
+/* The program's passphrase callback (its UI), asked for a PIN as the last source. */
+typedef struct p11m_prov_pw {
+    OSSL_PASSPHRASE_CALLBACK *cb;
+    void *cbarg;
+} P11M_PROV_PW;
+
+/* p11m_prov_login_info, with pw's callback (if any) as the last PIN source. The
+ * callback lives only as long as the call that received it: see p11m_prov_pw_login. */
+void p11m_prov_login_info_pw(const P11M_PROV *prov, P11M_LOGIN_INFO *li,
+                             P11M_PROV_PW *pw);
+
+/* When only the callback can give the PIN (no PIN source configured or in uri), logs in
+ * to tok now, while the callback is valid, rather than at the first signature. */
+int p11m_prov_pw_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li, P11KitUri *uri);
+
 /* Raises an error with one of the core's reasons through the core's error upcalls. */
 void p11m_prov_raise(const P11M_PROV *prov, int reason, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -89,28 +89,6 @@ static int store_set_ctx_params(void *vctx, const OSSL_PARAM params[])
 
 /* ---- searching ---- */
 
-struct store_pin_arg {
-    OSSL_PASSPHRASE_CALLBACK *cb;
-    void *cbarg;
-};
-
-static int store_pin_cb(P11M_PIN *pin, const char *token_label, void *arg)
-{
-    struct store_pin_arg *a = arg;
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_utf8_string(OSSL_PASSPHRASE_PARAM_INFO, (char *) token_label, 0),
-        OSSL_PARAM_END,
-    };
-    size_t len = 0;
-
-    if (!a->cb(pin->buf, sizeof(pin->buf) - 1, &len, params, a->cbarg) ||
-        len >= sizeof(pin->buf))
-        return 0;
-    pin->len = len;
-    pin->buf[len] = '\0';
-    return 1;
-}
-
 static int store_collect(P11M_OBJ *obj, void *arg)
 {
     STORE_CTX *ctx = arg;
@@ -144,23 +122,19 @@ static int store_login_now(STORE_CTX *ctx, P11M_LOGIN_INFO *li)
 {
     for (size_t i = 0; i < ctx->n; i++)
         if (p11m_obj_class(ctx->objs[i]) == CKO_PRIVATE_KEY &&
-            !p11m_login(p11m_obj_token(ctx->objs[i]), li))
+            !p11m_prov_pw_login(p11m_obj_token(ctx->objs[i]), li, ctx->uri))
             return 0;
     return 1;
 }
 
 static int store_search(STORE_CTX *ctx, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
 {
-    struct store_pin_arg pin_arg = {pw_cb, pw_cbarg};
+    P11M_PROV_PW pw = {pw_cb, pw_cbarg};
     P11M_LOGIN_INFO li;
     P11M_FIND_ARGS args;
     int n;
 
-    p11m_prov_login_info(ctx->prov, &li);
-    if (pw_cb != NULL) {
-        li.cb = store_pin_cb;
-        li.cb_arg = &pin_arg;
-    }
+    p11m_prov_login_info_pw(ctx->prov, &li, &pw);
     memset(&args, 0, sizeof(args));
     args.uri = ctx->uri;
     args.cls = store_class(ctx);
@@ -170,9 +144,7 @@ static int store_search(STORE_CTX *ctx, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *p
     n = p11m_objects_find(ctx->mod, &args, store_collect, ctx);
     if (n < 0)
         return 0;
-    if (pw_cb != NULL && li.pin_source == NULL &&
-        p11_kit_uri_get_pin_value(ctx->uri) == NULL &&
-        p11_kit_uri_get_pin_source(ctx->uri) == NULL && !store_login_now(ctx, &li))
+    if (!store_login_now(ctx, &li))
         return 0;
     if (n == 0)
         p11m_prov_raise(ctx->prov, P11M_R_NO_OBJECT, "no %s matches the URI",

@@ -72,7 +72,7 @@ conf_with() {
     echo "$out"
 }
 
-plan 81
+plan 85
 
 # ------------------------------------------------------------------ malformed URIs
 rel_provider_cnf
@@ -214,6 +214,18 @@ sed 's/PROVIDER URI/PROVIDER URL/' pem/good.pem >pem/wronglabel.pem
 pkey() { rel_osl pkey -pubout -in "$1"; }
 export -f pkey
 clean "PEM-URI control: a good file reads as the token key" "BEGIN PUBLIC KEY" pkey pem/good.pem
+# With no PIN source at all, the PIN comes from the program's passphrase callback, at load.
+sign_nopin() { # PASSIN
+    echo x | OPENSSL_CONF=$WORK/nopin.cnf rel_osl dgst -sha256 -hex -sign pem/good.pem -passin "$1"
+}
+export -f sign_nopin
+sed '/^pin-source/d' "$OPENSSL_CONF" >"$WORK/nopin.cnf"
+clean "PEM-URI without a pin-source: dgst -sign logs in with the -passin PIN" \
+    "= [0-9a-f]{100,}" sign_nopin "file:$FX_PIN_FILE"
+# OpenSSL drops a decoder's errors (it tries the next one): the debug log says why.
+clean "PEM-URI without a pin-source: a wrong -passin PIN is refused at load" \
+    "p11mtls\[[0-9]+\]: error: .*PIN incorrect" env P11MTLS_DEBUG=1 bash -c 'sign_nopin pass:000000'
+
 for f in garbage truncated wronglabel garbageder longuri hugeder baddesc; do
     clean "PEM-URI $f: openssl pkey refuses it" "Could not read key from pem/$f.pem" pkey "pem/$f.pem"
     clean "PEM-URI $f: tool pem-uri --show says it is not one" "is not a \"PKCS#11 PROVIDER URI\" PEM file" \
@@ -230,12 +242,13 @@ done
 clean "PEM-URI as s_client -key: a garbage file is refused" "(unable to load|Could not read) .*key" \
     rel_osl s_client -connect "127.0.0.1:$NP" -cert "$FX_DEV_CERT_p256" -key pem/garbageder.pem
 # The shim's provider reads PEM-URI key files when its provider_params say so; the PIN
-# then comes from the provider's pin-source (the identity's pin_source is added only to
-# pkcs11: URIs, and the provider's decoder does not ask the shim's UI method).
-pem_conf() { # KEYFILE
+# comes from the provider's pin-source or, without one, from the identity's pin_source
+# (the provider's decoder asks the shim's UI method, at load).
+pem_conf() { # KEYFILE [PROVIDER_PIN_SOURCE]
     local out
     out=$(REL_MAIN_EXTRA="provider_params = pp" conf_with "$1" "$(fx_cert_uri p256)")
-    printf '[pp]\npem-uri-files = yes\npin-source = file:%s\n' "$FX_PIN_FILE" >>"$out"
+    printf '[pp]\npem-uri-files = yes\n' >>"$out"
+    [ "${2-file:$FX_PIN_FILE}" = none ] || printf 'pin-source = %s\n' "${2-file:$FX_PIN_FILE}" >>"$out"
     echo "$out"
 }
 N=$((FX_TAP_N + 1))
@@ -244,6 +257,18 @@ rel_shim "$(pem_conf "$WORK/pem/good.pem")" timeout 30 "$LEGACY" -c "$FX_CA_ROOT
     -n localhost 127.0.0.1 "$NP" </dev/null >"case-$N.out" 2>&1
 like "shim control: a good PEM-URI key file is presented" "$(cat "case-$N.out" shim.log)" \
     "verify=SUCCESS.*presented subject=\"/CN=device-p256/UID=dev-p256\""
+N=$((FX_TAP_N + 1))
+: >shim.log
+rel_shim "$(pem_conf "$WORK/pem/good.pem" none)" timeout 30 "$LEGACY" -c "$FX_CA_ROOT" -t 5 \
+    -n localhost 127.0.0.1 "$NP" </dev/null >"case-$N.out" 2>&1
+like "shim: a PEM-URI key file takes the identity's pin_source when the provider has none" \
+    "$(cat "case-$N.out" shim.log)" "verify=SUCCESS.*presented subject=\"/CN=device-p256/UID=dev-p256\""
+N=$((FX_TAP_N + 1))
+: >shim.log
+rel_shim "$(REL_PIN_SOURCE=env:P11M_NO_SUCH_VAR pem_conf "$WORK/pem/good.pem" none)" timeout 30 \
+    "$LEGACY" -c "$FX_CA_ROOT" -t 5 -n localhost 127.0.0.1 "$NP" </dev/null >"case-$N.out" 2>&1
+like "shim: ... and says so when that pin_source gives no PIN" "$(cat "case-$N.out" shim.log)" \
+    "not presented: no private key at .*good.pem.*P11M_NO_SUCH_VAR"
 shim_clean "shim: key file with a garbage PEM-URI" "$(pem_conf "$WORK/pem/garbageder.pem")" \
     "not presented: no private key at .*garbageder.pem"
 shim_clean "shim: key file with a PEM-URI naming no token" "$(pem_conf "$WORK/pem/notoken.pem")" \
