@@ -39,13 +39,19 @@ static int dec_take_first(P11M_OBJ *obj, void *arg)
 static P11M_KEY *dec_load(P11M_PROV *prov, const char *uri_string, P11M_PROV_PW *pw)
 {
     P11KitUri *uri = p11m_uri_parse(uri_string);
-    P11M_MODULE *mod =
-        uri != NULL ? p11m_uri_module(uri, prov->module_path, prov->init_args) : NULL;
+    P11M_MODULE *mod = NULL;
     P11M_LOGIN_INFO li;
     P11M_FIND_ARGS args;
     P11M_OBJ *obj = NULL;
     P11M_KEY *key = NULL;
 
+    /* Key files travel and get read as data: one must not choose a library to load. */
+    if (uri != NULL && p11_kit_uri_get_module_path(uri) != NULL)
+        p11m_prov_raise(prov, P11M_R_BAD_URI,
+                        "a " P11M_PEMURI_LABEL " file may not name a module-path (set "
+                        "pkcs11-module in the provider's configuration instead)");
+    else if (uri != NULL)
+        mod = p11m_uri_module(uri, prov->module_path, prov->init_args);
     if (mod != NULL) {
         p11m_prov_login_info_pw(prov, &li, pw);
         memset(&args, 0, sizeof(args));

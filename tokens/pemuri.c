@@ -33,7 +33,8 @@ static void pemuri_usage(FILE *out)
           "wraps the key's URI, for programs that only accept a key file; OpenSSL reads\n"
           "it back as the token key when the p11mtls provider is loaded with\n"
           "\"pem-uri-files = yes\" in its openssl.cnf section. The file holds\n"
-          "no secret; a URI with pin-value is refused (use pin-source= in the URI).\n"
+          "no secret; a URI with pin-value is refused (use pin-source= in the URI), and\n"
+          "so is module-path (the provider loads no library a key file names).\n"
           "\n"
           "  --key URI        the private key's pkcs11: URI\n"
           "  -o, --out FILE   the PEM file (\"-\": standard output)\n"
@@ -84,6 +85,13 @@ static int pemuri_run(const struct pemuri_opts *o)
 
     if (uri == NULL)
         return TOOL_EXIT_USAGE;
+    if (p11_kit_uri_get_module_path(uri) != NULL) {
+        tool_err(
+            "--key: module-path is refused in a key file: the provider loads no "
+            "library a key file names (set pkcs11-module in its openssl.cnf section)");
+        p11_kit_uri_free(uri);
+        return TOOL_EXIT_USAGE;
+    }
     if (!o->no_check && ((mod = tool_module(uri, o->module)) == NULL ||
                          (obj = tool_obj_one(mod, uri, CKO_PRIVATE_KEY, NULL)) == NULL)) {
         tool_err("not writing %s (--no-check writes it anyway)", o->out);

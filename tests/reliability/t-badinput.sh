@@ -234,7 +234,7 @@ done
 # Valid files naming what is not there: OpenSSL 3.0's file store drops decoder errors,
 # so the program says only "Could not read key"; the reason is in the debug log.
 for f in notpkcs11:"not a pkcs11: URI" notoken:"no token .* matches the URI" \
-    module:"module not loadable: /etc/passwd"; do
+    module:"may not name a module-path"; do
     why=${f#*:} f=${f%%:*}
     clean "PEM-URI naming $f: refused, the debug log says why" "p11mtls\[[0-9]+\]: error: .*$why" \
         env P11MTLS_DEBUG=1 bash -c 'pkey "$1"' _ "pem/$f.pem"

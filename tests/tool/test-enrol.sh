@@ -18,7 +18,7 @@ declare -A types=([p256]=ec:P-256 [p384]=ec:P-384 [rsa2048]=rsa:2048 [rsa3072]=r
 declare -A desc=([p256]="EC P-256" [p384]="EC P-384" [rsa2048]="RSA 2048"
     [rsa3072]="RSA 3072" [ed25519]=Ed25519)
 declare -A uri
-plan 75
+plan 78
 
 # ---- token
 rc_is "token init on a fresh token directory" 0 "$TOOL" token init --label "$LABEL" \
@@ -116,6 +116,10 @@ rc_is "pem-uri --show reads it back" 0 "$TOOL" pem-uri --show "$WORK/p256-key.pe
 is "...the same URI" "$(cat "$WORK/last.out")" "${uri[p256]}"
 rc_is "pem-uri refuses a key that is not there" 1 "$TOOL" pem-uri \
     --key "pkcs11:token=$LABEL;object=nosuch" -o "$WORK/nosuch.pem"
+rc_is "pem-uri refuses a URI with module-path" 2 "$TOOL" pem-uri \
+    --key "${uri[p256]}?module-path=$FX_SOFTHSM_MODULE" -o "$WORK/modpath.pem"
+out_has "... and says why" "module-path is refused in a key file"
+check "... and writes no file" test ! -e "$WORK/modpath.pem"
 
 # ---- the identities in TLS, through the provider
 # TLS 1.2 loads default before p11mtls: with p11mtls first, the provider's EC keymgmt
