@@ -355,36 +355,47 @@ static int sig_digest_info(const EVP_MD *md, const unsigned char *h, size_t hlen
 /* Largest ECDSA r or s: P-521's 66 bytes. */
 #define ECDSA_MAX_HALF 66
 
+/* One half of r||s as a DER INTEGER at *pp: unsigned, so its leading zero bytes go (DER
+ * wants the shortest form) and OpenSSL's encoder adds a sign byte where one is due. */
+static int sig_der_uint(const unsigned char *v, size_t n, unsigned char **pp)
+{
+    ASN1_INTEGER *ai = ASN1_INTEGER_new();
+    int len = -1;
+
+    while (n > 1 && v[0] == 0) {
+        v++;
+        n--;
+    }
+    if (ai != NULL && ASN1_STRING_set(ai, v, (int) n))
+        len = i2d_ASN1_INTEGER(ai, pp);
+    ASN1_INTEGER_free(ai);
+    return len;
+}
+
 /*
- * ECDSA: the token's r||s becomes the DER SEQUENCE OpenSSL and TLS expect. Encoded into
- * a buffer on the stack, sized for the largest curve: left to allocate, i2d grows a
- * buffer on the heap, which costs more than the encoding at a software token's speed.
+ * ECDSA: the token's r||s becomes the DER SEQUENCE OpenSSL and TLS expect, written with
+ * OpenSSL's DER primitives straight from the bytes: going through ECDSA_SIG's BIGNUMs
+ * costs more than the rest of p11mtls's part of a signature on a software token.
  */
 static int sig_ecdsa_to_der(unsigned char *sig, size_t *siglen, size_t sigsize)
 {
-    /* SEQUENCE header, then two INTEGERs: tag, length, a sign byte, the value. */
-    unsigned char der[3 + 2 * (3 + ECDSA_MAX_HALF)], *p = der;
+    /* Two INTEGERs: tag, length, a sign byte, the value. */
+    unsigned char body[2 * (3 + ECDSA_MAX_HALF)], *q = body, *p = sig;
     size_t half = *siglen / 2;
-    ECDSA_SIG *es = NULL;
-    BIGNUM *r = NULL, *s = NULL;
-    int len = -1;
+    int lr, ls, total;
 
     if (*siglen % 2 != 0 || half == 0 || half > ECDSA_MAX_HALF)
         return 0;
-    es = ECDSA_SIG_new();
-    r = BN_bin2bn(sig, (int) half, NULL);
-    s = BN_bin2bn(sig + half, (int) half, NULL);
-    if (es != NULL && r != NULL && s != NULL && ECDSA_SIG_set0(es, r, s)) {
-        r = s = NULL;
-        len = i2d_ECDSA_SIG(es, &p);
-    }
-    BN_free(r);
-    BN_free(s);
-    ECDSA_SIG_free(es);
-    if (len <= 0 || (size_t) len > sizeof(der) || (size_t) len > sigsize)
+    lr = sig_der_uint(sig, half, &q);
+    ls = lr > 0 ? sig_der_uint(sig + half, half, &q) : -1;
+    if (lr <= 0 || ls <= 0 || (size_t) (q - body) != (size_t) (lr + ls))
         return 0;
-    memcpy(sig, der, (size_t) len);
-    *siglen = (size_t) len;
+    total = ASN1_object_size(1, lr + ls, V_ASN1_SEQUENCE);
+    if (total <= 0 || (size_t) total > sigsize)
+        return 0;
+    ASN1_put_object(&p, 1, lr + ls, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL);
+    memcpy(p, body, (size_t) (lr + ls));
+    *siglen = (size_t) total;
     return 1;
 }
 
