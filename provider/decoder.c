@@ -136,8 +136,7 @@ static int dec_der_decode(void *vctx, OSSL_CORE_BIO *cin, int selection,
     char *uri = NULL;
     long len;
     P11M_KEY *key = NULL;
-    int ok = 1, type = OSSL_OBJECT_PKEY;
-    OSSL_PARAM params[4];
+    int ok = 1;
     P11M_PROV_PW pw = {pw_cb, pw_cbarg};
 
     if (in == NULL)
@@ -151,13 +150,7 @@ static int dec_der_decode(void *vctx, OSSL_CORE_BIO *cin, int selection,
         ok = 0;
         goto done;
     }
-    params[0] = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &type);
-    params[1] = OSSL_PARAM_construct_utf8_string(
-        OSSL_OBJECT_PARAM_DATA_TYPE, (char *) p11m_key_type_name(key->type), 0);
-    params[2] =
-        OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_REFERENCE, &key, sizeof(key));
-    params[3] = OSSL_PARAM_construct_end();
-    ok = data_cb(params, data_cbarg);
+    ok = p11m_key_pass(key, data_cb, data_cbarg);
 done:
     p11m_key_free(key);
     free(uri);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <openssl/core_names.h>
+#include <openssl/core_object.h>
 #include <openssl/objects.h>
 #include <openssl/param_build.h>
 #include <openssl/x509.h>
@@ -79,6 +80,21 @@ static int key_type_of_pkey(const EVP_PKEY *pkey, enum p11m_key_type *type)
         }
     }
     return 0;
+}
+
+int p11m_key_pass(P11M_KEY *key, OSSL_CALLBACK *cb, void *cbarg)
+{
+    int type = OSSL_OBJECT_PKEY;
+    /* The construct calls, not the macros: a UTF-8 parameter needs its length. */
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &type),
+        OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_TYPE,
+                                         (char *) p11m_key_type_name(key->type), 0),
+        OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_REFERENCE, &key, sizeof(key)),
+        OSSL_PARAM_construct_end(),
+    };
+
+    return cb(params, cbarg);
 }
 
 P11M_KEY *p11m_key_from_obj(P11M_PROV *prov, P11M_OBJ *obj)

@@ -88,6 +88,10 @@ P11M_KEY *p11m_key_new(P11M_PROV *prov, enum p11m_key_type type);
 P11M_KEY *p11m_key_ref(P11M_KEY *key);
 void p11m_key_free(P11M_KEY *key);
 int p11m_key_is_private(const P11M_KEY *key);
+/* Hands key to OpenSSL's object callback by reference (store and decoder results),
+ * which leads to our keymgmt's load; the callee takes its own reference if it keeps it.
+ * Returns the callback's result. */
+int p11m_key_pass(P11M_KEY *key, OSSL_CALLBACK *cb, void *cbarg);
 /* OpenSSL's name for the type ("RSA", "RSA-PSS", "EC", "ED25519", "ED448"). */
 const char *p11m_key_type_name(enum p11m_key_type type);
 /* The signature algorithm name our keymgmt hands OpenSSL: unique to this provider, so

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include <openssl/core_names.h>
-#include <openssl/ec.h>
+#include <openssl/asn1.h>
 #include <openssl/objects.h>
 #include <openssl/params.h>
 #include <openssl/rsa.h>

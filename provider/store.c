@@ -188,20 +188,10 @@ static int store_emit_cert(STORE_CTX *ctx, P11M_OBJ *obj, OSSL_CALLBACK *cb, voi
 
 static int store_emit_key(STORE_CTX *ctx, P11M_OBJ *obj, OSSL_CALLBACK *cb, void *cbarg)
 {
-    int type = OSSL_OBJECT_PKEY, ok;
     P11M_KEY *key = p11m_key_from_obj(ctx->prov, obj);
-    OSSL_PARAM params[4];
+    int ok = key != NULL && p11m_key_pass(key, cb, cbarg);
 
-    if (key == NULL)
-        return 0;
-    params[0] = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &type);
-    params[1] = OSSL_PARAM_construct_utf8_string(
-        OSSL_OBJECT_PARAM_DATA_TYPE, (char *) p11m_key_type_name(key->type), 0);
-    params[2] =
-        OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_REFERENCE, &key, sizeof(key));
-    params[3] = OSSL_PARAM_construct_end();
-    ok = cb(params, cbarg);
-    p11m_key_free(key); /* the keymgmt took its own reference if it wanted one */
+    p11m_key_free(key);
     return ok;
 }
 

@@ -175,9 +175,7 @@ static CK_RV obj_read_ulong(P11M_MODULE *mod, CK_SESSION_HANDLE sess, CK_OBJECT_
     return P11M_CALL(mod, C_GetAttributeValue, sess, h, &a, 1);
 }
 
-/* Reads CKA_ID and CKA_LABEL into the object. */
-/* Longest CKA_ID or CKA_LABEL read: names longer than this are not names a URI carries.
- */
+/* Longest CKA_ID or CKA_LABEL read: longer ones are not names a URI carries. */
 #define OBJ_NAME_MAX 4096
 
 /* CKA_ID and CKA_LABEL. Returns 1, or 0 with an error raised that names the object. */
