@@ -698,6 +698,19 @@ static void shim_env(WORKER *w, const char *conf)
     w_env(w, p);
 }
 
+/* The shim's four contenders for one TLS version and client key (see bench_shim). */
+static void shim_workers(CONT c[4], const char *ver, const char *label)
+{
+    tls_worker(&c[0], "none", ver, label, "none", "request", "nocert");
+    w_env(&c[0].w, "LD_PRELOAD");
+    tls_worker(&c[1], "nomatch", ver, label, "none", "request", "nocert");
+    shim_env(&c[1].w, in_dir("shim-nomatch-%s.conf", label));
+    tls_worker(&c[2], "shim", ver, label, "none", "require", "cert");
+    shim_env(&c[2].w, in_dir("shim-%s.conf", label));
+    tls_worker(&c[3], "native", ver, label, "uri", "require", "cert");
+    w_env(&c[3].w, "LD_PRELOAD");
+}
+
 static void bench_shim(void)
 {
     static const int one[] = {1};
@@ -717,14 +730,7 @@ static void bench_shim(void)
             const char *ver = tls_versions[v], *label = tls_keys[k].label;
             CONT c[4];
 
-            tls_worker(&c[0], "none", ver, label, "none", "request", "nocert");
-            w_env(&c[0].w, "LD_PRELOAD");
-            tls_worker(&c[1], "nomatch", ver, label, "none", "request", "nocert");
-            shim_env(&c[1].w, in_dir("shim-nomatch-%s.conf", label));
-            tls_worker(&c[2], "shim", ver, label, "none", "require", "cert");
-            shim_env(&c[2].w, in_dir("shim-%s.conf", label));
-            tls_worker(&c[3], "native", ver, label, "uri", "require", "cert");
-            w_env(&c[3].w, "LD_PRELOAD");
+            shim_workers(c, ver, label);
             compare(c, 4, one, 1);
             printf("%-8s %-9s %7s %7s %7s %7s  %-13s %-6s %-13s %s\n", ver,
                    tls_keys[k].title, rate(c[0].best[0]), rate(c[1].best[0]),
@@ -1034,14 +1040,7 @@ static void bench_count(void)
             double x[4] = {0};
             CONT c[4];
 
-            tls_worker(&c[0], "none", ver, label, "none", "request", "nocert");
-            w_env(&c[0].w, "LD_PRELOAD");
-            tls_worker(&c[1], "nomatch", ver, label, "none", "request", "nocert");
-            shim_env(&c[1].w, in_dir("shim-nomatch-%s.conf", label));
-            tls_worker(&c[2], "shim", ver, label, "none", "require", "cert");
-            shim_env(&c[2].w, in_dir("shim-%s.conf", label));
-            tls_worker(&c[3], "native", ver, label, "uri", "require", "cert");
-            w_env(&c[3].w, "LD_PRELOAD");
+            shim_workers(c, ver, label);
             for (int j = 0; j < 4; j++) {
                 snprintf(c[j].w.name + strlen(c[j].w.name),
                          sizeof(c[j].w.name) - strlen(c[j].w.name), "-count");
