@@ -97,23 +97,7 @@ rel_shim_conf() { # OUT LABEL PATTERN...
 }
 
 rel_provider_cnf() {
-    local extra=("$@") pin="pin-source = file:$FX_PIN_FILE" line
-    for line in "${extra[@]}"; do [[ $line == pin-source=* ]] && pin=""; done
-    {
-        echo "openssl_conf = openssl_init"
-        echo "[openssl_init]"
-        echo "providers = provider_sect"
-        echo "[provider_sect]"
-        echo "default = default_sect"
-        echo "p11mtls = p11mtls_sect"
-        echo "[default_sect]"
-        echo "activate = 1"
-        echo "[p11mtls_sect]"
-        echo "module = $P11M_PROVIDER"
-        echo "activate = 1"
-        [ -z "$pin" ] || echo "$pin"
-        for line in "${extra[@]}"; do echo "${line/=/ = }"; done
-    } >"$WORK/openssl.cnf"
+    fx_openssl_cnf "$WORK/openssl.cnf" "$@"
     export OPENSSL_CONF=$WORK/openssl.cnf
 }
 
