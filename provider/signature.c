@@ -716,12 +716,50 @@ static int sig_digest_verify(void *vctx, const unsigned char *sig, size_t siglen
 
 /* ---- parameters ---- */
 
+/* RSASSA-PSS-params (RFC 4055) for what this context signs with; SHA-1 and a salt of 20
+ * are the DEFAULTs and stay absent, as DER requires. NULL on failure. */
+static ASN1_STRING *sig_pss_algorithm_params(const SIG_CTX *ctx)
+{
+    const EVP_MD *mgf1 = ctx->mgf1_md != NULL ? ctx->mgf1_md : ctx->md;
+    RSA_PSS_PARAMS *pss = RSA_PSS_PARAMS_new();
+    X509_ALGOR *mgf1_hash = NULL;
+    ASN1_STRING *mgf1_der = NULL, *der = NULL;
+    CK_ULONG saltlen;
+    int ok = pss != NULL && ctx->md != NULL && sig_saltlen(ctx, &saltlen);
+
+    if (ok && EVP_MD_get_type(ctx->md) != NID_sha1 &&
+        (ok = (pss->hashAlgorithm = X509_ALGOR_new()) != NULL))
+        X509_ALGOR_set_md(pss->hashAlgorithm, ctx->md);
+    if (ok && EVP_MD_get_type(mgf1) != NID_sha1) {
+        if ((ok = (mgf1_hash = X509_ALGOR_new()) != NULL))
+            X509_ALGOR_set_md(mgf1_hash, mgf1);
+        ok = ok &&
+             (mgf1_der = ASN1_item_pack(mgf1_hash, ASN1_ITEM_rptr(X509_ALGOR), NULL)) !=
+                 NULL &&
+             (pss->maskGenAlgorithm = X509_ALGOR_new()) != NULL &&
+             X509_ALGOR_set0(pss->maskGenAlgorithm, OBJ_nid2obj(NID_mgf1),
+                             V_ASN1_SEQUENCE, mgf1_der);
+        if (ok)
+            mgf1_der = NULL; /* owned by maskGenAlgorithm now */
+    }
+    if (ok && saltlen != 20)
+        ok = (pss->saltLength = ASN1_INTEGER_new()) != NULL &&
+             ASN1_INTEGER_set(pss->saltLength, (long) saltlen);
+    if (ok)
+        der = ASN1_item_pack(pss, ASN1_ITEM_rptr(RSA_PSS_PARAMS), NULL);
+    ASN1_STRING_free(mgf1_der);
+    X509_ALGOR_free(mgf1_hash);
+    RSA_PSS_PARAMS_free(pss);
+    return der;
+}
+
 static int sig_algorithm_id(const SIG_CTX *ctx, unsigned char **der)
 {
     X509_ALGOR *alg = X509_ALGOR_new();
     int sig_nid = NID_undef,
         md_nid = ctx->md != NULL ? EVP_MD_get_type(ctx->md) : NID_undef;
     int ptype = V_ASN1_UNDEF, len = -1;
+    void *pval = NULL;
 
     switch (ctx->key->type) {
     case P11M_KEY_ED25519:
@@ -733,19 +771,79 @@ static int sig_algorithm_id(const SIG_CTX *ctx, unsigned char **der)
     case P11M_KEY_EC:
         OBJ_find_sigid_by_algs(&sig_nid, md_nid, NID_X9_62_id_ecPublicKey);
         break;
-    default:
-        if (ctx->pad == RSA_PKCS1_PADDING) {
+    case P11M_KEY_RSA:
+    case P11M_KEY_RSA_PSS:
+        if (ctx->pad == RSA_PKCS1_PSS_PADDING) {
+            if ((pval = sig_pss_algorithm_params(ctx)) != NULL) {
+                sig_nid = NID_rsassaPss;
+                ptype = V_ASN1_SEQUENCE;
+            }
+        } else if (ctx->pad == RSA_PKCS1_PADDING) {
             OBJ_find_sigid_by_algs(&sig_nid, md_nid, NID_rsaEncryption);
             ptype = V_ASN1_NULL;
         }
-        break; /* PSS identifiers carry parameters: not offered (no AlgorithmIdentifier)
-                */
+        break;
+    default:
+        break;
     }
     if (alg != NULL && sig_nid != NID_undef &&
-        X509_ALGOR_set0(alg, OBJ_nid2obj(sig_nid), ptype, NULL))
+        X509_ALGOR_set0(alg, OBJ_nid2obj(sig_nid), ptype, pval)) {
+        pval = NULL; /* owned by alg */
         len = i2d_X509_ALGOR(alg, der);
+    }
+    ASN1_STRING_free(pval);
     X509_ALGOR_free(alg);
     return len;
+}
+
+/* Padding modes and PSS salt lengths travel as ints or as names (EVP_PKEY_CTX_get_rsa_*
+ * in OpenSSL 3.0 asks for the name), both ways. */
+struct named_int {
+    int value;
+    const char *name;
+};
+static const struct named_int pad_names[] = {
+    {RSA_PKCS1_PADDING, OSSL_PKEY_RSA_PAD_MODE_PKCSV15},
+    {RSA_PKCS1_PSS_PADDING, OSSL_PKEY_RSA_PAD_MODE_PSS},
+    {0, NULL},
+};
+static const struct named_int saltlen_names[] = {
+    {RSA_PSS_SALTLEN_DIGEST, OSSL_PKEY_RSA_PSS_SALT_LEN_DIGEST},
+    {RSA_PSS_SALTLEN_MAX, OSSL_PKEY_RSA_PSS_SALT_LEN_MAX},
+    {RSA_PSS_SALTLEN_AUTO, OSSL_PKEY_RSA_PSS_SALT_LEN_AUTO},
+    {0, NULL},
+};
+
+/* A name not in the table reads as a number when numeric, else as -1 (refused later). */
+static int sig_param_get_named(const OSSL_PARAM *p, const struct named_int *names,
+                               int numeric, int *out)
+{
+    const char *s;
+
+    if (p->data_type == OSSL_PARAM_INTEGER)
+        return OSSL_PARAM_get_int(p, out);
+    if (!OSSL_PARAM_get_utf8_string_ptr(p, &s))
+        return 0;
+    for (; names->name != NULL; names++)
+        if (strcmp(s, names->name) == 0) {
+            *out = names->value;
+            return 1;
+        }
+    *out = numeric ? atoi(s) : -1;
+    return 1;
+}
+
+static int sig_param_set_named(OSSL_PARAM *p, const struct named_int *names, int value)
+{
+    char num[16];
+
+    if (p->data_type != OSSL_PARAM_UTF8_STRING)
+        return OSSL_PARAM_set_int(p, value);
+    for (; names->name != NULL; names++)
+        if (names->value == value)
+            return OSSL_PARAM_set_utf8_string(p, names->name);
+    snprintf(num, sizeof(num), "%d", value);
+    return OSSL_PARAM_set_utf8_string(p, num);
 }
 
 static int sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
@@ -760,7 +858,7 @@ static int sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
         unsigned char *der = NULL;
         int len = sig_algorithm_id(ctx, &der);
 
-        /* None for PSS or without a digest: left unset, as OpenSSL's providers do. */
+        /* None without a digest: left unset, as OpenSSL's providers do. */
         if (len > 0 && !OSSL_PARAM_set_octet_string(p, der, (size_t) len)) {
             OPENSSL_free(der);
             return 0;
@@ -771,11 +869,17 @@ static int sig_get_ctx_params(void *vctx, OSSL_PARAM params[])
         !OSSL_PARAM_set_utf8_string(p, ctx->md != NULL ? EVP_MD_get0_name(ctx->md) : ""))
         return 0;
     if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_PAD_MODE)) != NULL &&
-        !OSSL_PARAM_set_int(p, ctx->pad))
+        !sig_param_set_named(p, pad_names, ctx->pad))
         return 0;
     if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN)) != NULL &&
-        !OSSL_PARAM_set_int(p, ctx->saltlen))
+        !sig_param_set_named(p, saltlen_names, ctx->saltlen))
         return 0;
+    if ((p = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_MGF1_DIGEST)) != NULL) {
+        const EVP_MD *mgf1 = ctx->mgf1_md != NULL ? ctx->mgf1_md : ctx->md;
+
+        if (!OSSL_PARAM_set_utf8_string(p, mgf1 != NULL ? EVP_MD_get0_name(mgf1) : ""))
+            return 0;
+    }
     return 1;
 }
 
@@ -786,48 +890,13 @@ static const OSSL_PARAM *sig_gettable_ctx_params(void *vctx, void *provctx)
         OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
         OSSL_PARAM_int(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL),
         OSSL_PARAM_int(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL),
+        OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0),
         OSSL_PARAM_END,
     };
 
     (void) vctx;
     (void) provctx;
     return gettable;
-}
-
-static int sig_param_pad(const OSSL_PARAM *p, int *pad)
-{
-    const char *s;
-
-    if (p->data_type == OSSL_PARAM_INTEGER)
-        return OSSL_PARAM_get_int(p, pad);
-    if (!OSSL_PARAM_get_utf8_string_ptr(p, &s))
-        return 0;
-    if (strcmp(s, OSSL_PKEY_RSA_PAD_MODE_PKCSV15) == 0)
-        *pad = RSA_PKCS1_PADDING;
-    else if (strcmp(s, OSSL_PKEY_RSA_PAD_MODE_PSS) == 0)
-        *pad = RSA_PKCS1_PSS_PADDING;
-    else
-        *pad = -1;
-    return 1;
-}
-
-static int sig_param_saltlen(const OSSL_PARAM *p, int *saltlen)
-{
-    const char *s;
-
-    if (p->data_type == OSSL_PARAM_INTEGER)
-        return OSSL_PARAM_get_int(p, saltlen);
-    if (!OSSL_PARAM_get_utf8_string_ptr(p, &s))
-        return 0;
-    if (strcmp(s, OSSL_PKEY_RSA_PSS_SALT_LEN_DIGEST) == 0)
-        *saltlen = RSA_PSS_SALTLEN_DIGEST;
-    else if (strcmp(s, OSSL_PKEY_RSA_PSS_SALT_LEN_MAX) == 0)
-        *saltlen = RSA_PSS_SALTLEN_MAX;
-    else if (strcmp(s, OSSL_PKEY_RSA_PSS_SALT_LEN_AUTO) == 0)
-        *saltlen = RSA_PSS_SALTLEN_AUTO;
-    else
-        *saltlen = atoi(s);
-    return 1;
 }
 
 static int sig_set_pad(SIG_CTX *ctx, int pad)
@@ -859,10 +928,10 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
         (!OSSL_PARAM_get_utf8_string_ptr(p, &s) || !sig_set_md(ctx, s)))
         return 0;
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PAD_MODE)) != NULL &&
-        (!sig_param_pad(p, &v) || !sig_set_pad(ctx, v)))
+        (!sig_param_get_named(p, pad_names, 0, &v) || !sig_set_pad(ctx, v)))
         return 0;
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_PSS_SALTLEN)) != NULL &&
-        !sig_param_saltlen(p, &ctx->saltlen))
+        !sig_param_get_named(p, saltlen_names, 1, &ctx->saltlen))
         return 0;
     if ((p = OSSL_PARAM_locate_const(params, OSSL_SIGNATURE_PARAM_MGF1_DIGEST)) != NULL) {
         EVP_MD *md;

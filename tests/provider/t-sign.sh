@@ -65,4 +65,54 @@ check "CMS signed with the p256 token key and its certificate" osl cms -sign -no
     -signer "$(dev_cert p256)" -inkey "$(key_uri p256)" -out msg.cms -outform PEM
 check "... verifies against the dev CA" env OPENSSL_CONF=/dev/null openssl cms -verify \
     -in msg.cms -inform PEM -CAfile "$FX_CA_CHAIN" -purpose any -out /dev/null
+# Every structure OpenSSL signs takes the scheme's AlgorithmIdentifier from the provider
+# (RSA-PSS with its parameters): CSR, self-signed certificate, CRL and CMS, per scheme,
+# each verified in software. (RSA-PSS CSRs used to abort openssl with an invalid free;
+# RSA-PSS CMS needs the padding and salt length readable as names.)
+cat >crl.cnf <<CNF
+[ca]
+default_ca = d
+[d]
+database = $WORK/index.txt
+crlnumber = $WORK/crlnumber
+default_md = sha256
+default_crl_days = 1
+CNF
+: >index.txt
+echo 01 >crlnumber
+for scheme in "rsa2048 pkcs1" "rsa2048 pss-digest" "rsa2048 pss-max" "rsa3072 pss-digest" \
+    "p256 ecdsa" "p384 ecdsa" "ed25519 eddsa"; do
+    read -r key kind <<<"$scheme"
+    opts=() md=(-sha256) camd=(-md sha256)
+    case $kind in
+    pss-*) opts=(-sigopt rsa_padding_mode:pss -sigopt "rsa_pss_saltlen:${kind#pss-}") ;;
+    eddsa) md=() camd=() ;;
+    esac
+    desc="$key $kind"
+    check "$desc: CSR" osl req -new "${md[@]}" "${opts[@]}" -key "$(key_uri "$key")" \
+        -subj "/CN=s-$key/UID=s-$key" -out "s-$key-$kind.csr"
+    check "... verifies in software" env OPENSSL_CONF=/dev/null openssl req -verify -noout \
+        -in "s-$key-$kind.csr"
+    check "$desc: self-signed certificate" osl req -x509 -new "${md[@]}" "${opts[@]}" \
+        -key "$(key_uri "$key")" -subj "/CN=s-$key" -days 1 -out "s-$key-$kind.pem"
+    check "... verifies in software" env OPENSSL_CONF=/dev/null openssl verify -check_ss_sig \
+        -CAfile "s-$key-$kind.pem" "s-$key-$kind.pem"
+    [ "$kind" = pss-digest ] && like "... carries RSASSA-PSS parameters" \
+        "$(OPENSSL_CONF=/dev/null openssl x509 -noout -text -in "s-$key-$kind.pem")" \
+        "Signature Algorithm: rsassaPss.*Salt Length: 0x(20|30)"
+    crlopts=()
+    for o in "${opts[@]}"; do [ "$o" = -sigopt ] || crlopts+=(-sigopt "$o"); done
+    check "$desc: CRL" osl ca -config crl.cnf -gencrl "${camd[@]}" -keyfile "$(key_uri "$key")" \
+        -cert "s-$key-$kind.pem" -out "s-$key-$kind.crl" "${crlopts[@]}"
+    check "... verifies in software" env OPENSSL_CONF=/dev/null openssl crl -noout \
+        -in "s-$key-$kind.crl" -CAfile "s-$key-$kind.pem"
+    # OpenSSL 3.0's CMS cannot sign with Ed25519 at all (no default digest), token or not.
+    [ "$kind" = eddsa ] && continue
+    cmsopts=()
+    [ "$kind" = pss-digest ] || [ "$kind" = pss-max ] && cmsopts=(-keyopt rsa_padding_mode:pss)
+    check "$desc: CMS" osl cms -sign -nodetach -in msg.txt -signer "s-$key-$kind.pem" \
+        -inkey "$(key_uri "$key")" "${cmsopts[@]}" -md sha256 -out "s-$key-$kind.cms" -outform PEM
+    check "... verifies in software" env OPENSSL_CONF=/dev/null openssl cms -verify -in \
+        "s-$key-$kind.cms" -inform PEM -CAfile "s-$key-$kind.pem" -purpose any -out /dev/null
+done
 finish
