@@ -38,12 +38,16 @@ static int dec_take_first(P11M_OBJ *obj, void *arg)
  */
 static P11M_KEY *dec_load(P11M_PROV *prov, const char *uri_string, P11M_PROV_PW *pw)
 {
-    P11KitUri *uri = p11m_uri_parse(uri_string);
+    P11M_ERR_SCOPE scope;
+    P11KitUri *uri;
     P11M_MODULE *mod = NULL;
     P11M_LOGIN_INFO li;
     P11M_FIND_ARGS args;
     P11M_OBJ *obj = NULL;
     P11M_KEY *key = NULL;
+
+    p11m_prov_enter(prov, &scope);
+    uri = p11m_uri_parse(uri_string);
 
     /* Key files travel and get read as data: one must not choose a library to load. */
     if (uri != NULL && p11_kit_uri_get_module_path(uri) != NULL)
@@ -67,6 +71,7 @@ static P11M_KEY *dec_load(P11M_PROV *prov, const char *uri_string, P11M_PROV_PW 
     p11m_obj_free(obj);
     if (uri != NULL)
         p11_kit_uri_free(uri);
+    p11m_prov_leave(&scope);
     return key;
 }
 

@@ -31,12 +31,6 @@ static OSSL_FUNC_core_new_error_fn *core_new_error;
 static OSSL_FUNC_core_set_error_debug_fn *core_set_error_debug;
 static OSSL_FUNC_core_vset_error_fn *core_vset_error;
 
-/* Provider instances alive: errors raised deep in the core are reported through one. */
-#define MAX_LIVE 16
-static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
-static P11M_PROV *live[MAX_LIVE];
-static size_t n_live;
-
 static void prov_vraise(const P11M_PROV *prov, int reason, const char *file, int line,
                         const char *func, const char *fmt, va_list ap)
 {
@@ -69,44 +63,21 @@ void p11m_prov_raise(const P11M_PROV *prov, int reason, const char *fmt, ...)
     prov_raise_at(prov, reason, NULL, 0, NULL, "%s", msg);
 }
 
+/* Errors the core raises during an operation go to the provider context behind it. */
 static void prov_error_sink(void *arg, int reason, const char *file, int line,
                             const char *func, const char *msg)
 {
-    P11M_PROV *prov = NULL;
-
-    (void) arg;
-    pthread_mutex_lock(&live_lock);
-    if (n_live > 0)
-        prov = live[n_live - 1];
-    if (prov != NULL)
-        prov_raise_at(prov, reason, file, line, func, "%s", msg);
-    pthread_mutex_unlock(&live_lock);
+    prov_raise_at(arg, reason, file, line, func, "%s", msg);
 }
 
-static void prov_atfork_child(void)
+void p11m_prov_enter(const P11M_PROV *prov, P11M_ERR_SCOPE *scope)
 {
-    pthread_mutex_init(&live_lock, NULL);
+    p11m_err_scope_enter(scope, prov_error_sink, (void *) prov);
 }
 
-static void prov_live_add(P11M_PROV *prov)
+void p11m_prov_leave(P11M_ERR_SCOPE *scope)
 {
-    pthread_mutex_lock(&live_lock);
-    if (n_live < MAX_LIVE)
-        live[n_live++] = prov;
-    pthread_mutex_unlock(&live_lock);
-}
-
-static void prov_live_remove(P11M_PROV *prov)
-{
-    pthread_mutex_lock(&live_lock);
-    for (size_t i = 0; i < n_live; i++) {
-        if (live[i] == prov) {
-            memmove(&live[i], &live[i + 1], (n_live - i - 1) * sizeof(live[0]));
-            n_live--;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&live_lock);
+    p11m_err_scope_leave(scope);
 }
 
 static OSSL_ITEM reason_strings[P11M_R_MAX];
@@ -117,11 +88,8 @@ static const OSSL_ITEM *prov_get_reason_strings(void *provctx)
     return reason_strings;
 }
 
-static void prov_atfork_child(void);
-
 static void prov_init_once(void)
 {
-    pthread_atfork(NULL, NULL, prov_atfork_child);
     for (int r = 1; r < P11M_R_MAX; r++)
         reason_strings[r - 1] = (OSSL_ITEM){(unsigned) r, (void *) p11m_reason_string(r)};
     reason_strings[P11M_R_MAX - 1] = (OSSL_ITEM){0, NULL};
@@ -492,7 +460,6 @@ EVP_MD *p11m_prov_md(P11M_PROV *prov, const char *mdname)
 
 static void prov_free(P11M_PROV *prov)
 {
-    prov_live_remove(prov);
     for (int i = 0; i < 5; i++)
         EVP_MD_free(prov->mds[i]);
     /* Tokens and modules stay: other instances may use them, and finalising a module
@@ -568,8 +535,6 @@ OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
         prov_free(prov);
         return 0;
     }
-    prov_live_add(prov);
-    p11m_set_error_sink(prov_error_sink, NULL);
     p11m_log(1, "provider loaded (module %s)",
              prov->module_path != NULL ? prov->module_path : P11M_DEFAULT_MODULE);
     *out = prov_functions;

@@ -47,6 +47,13 @@ void p11m_prov_login_info_pw(const P11M_PROV *prov, P11M_LOGIN_INFO *li,
  * to tok now, while the callback is valid, rather than at the first signature. */
 int p11m_prov_pw_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li, P11KitUri *uri);
 
+/*
+ * Around every call into the PKCS#11 core: errors the core raises until the leave are
+ * reported through prov's error upcalls (the core has no process-wide error sink).
+ */
+void p11m_prov_enter(const P11M_PROV *prov, P11M_ERR_SCOPE *scope);
+void p11m_prov_leave(P11M_ERR_SCOPE *scope);
+
 /* Raises an error with one of the core's reasons through the core's error upcalls. */
 void p11m_prov_raise(const P11M_PROV *prov, int reason, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -417,6 +417,8 @@ static int sig_token_sign(SIG_CTX *ctx, CK_MECHANISM_TYPE mtype, const unsigned 
     CK_MECHANISM mech = {mtype, NULL, 0};
     unsigned char buf[MAX_SIG];
     size_t len = sizeof(buf);
+    P11M_ERR_SCOPE scope;
+    CK_RV rv;
 
     if (sig_mech_is_pss(mtype)) {
         if (!sig_pss_params(ctx, &pss))
@@ -424,7 +426,10 @@ static int sig_token_sign(SIG_CTX *ctx, CK_MECHANISM_TYPE mtype, const unsigned 
         mech.pParameter = &pss;
         mech.ulParameterLen = sizeof(pss);
     }
-    if (p11m_sign(ctx->key->obj, &mech, in, inlen, buf, &len) != CKR_OK)
+    p11m_prov_enter(ctx->prov, &scope);
+    rv = p11m_sign(ctx->key->obj, &mech, in, inlen, buf, &len);
+    p11m_prov_leave(&scope);
+    if (rv != CKR_OK)
         return 0;
     if (ctx->key->type == P11M_KEY_EC) {
         if (!sig_ecdsa_to_der(buf, &len, sizeof(buf))) {

@@ -35,13 +35,16 @@ static void *store_open(void *provctx, const char *uri)
 {
     STORE_CTX *ctx = calloc(1, sizeof(*ctx));
     P11M_PROV *prov = provctx;
+    P11M_ERR_SCOPE scope;
 
     if (ctx == NULL)
         return NULL;
     ctx->prov = prov;
+    p11m_prov_enter(prov, &scope);
     ctx->uri = p11m_uri_parse(uri);
     if (ctx->uri != NULL)
         ctx->mod = p11m_uri_module(ctx->uri, prov->module_path, prov->init_args);
+    p11m_prov_leave(&scope);
     if (ctx->mod == NULL) {
         if (ctx->uri != NULL)
             p11_kit_uri_free(ctx->uri);
@@ -127,7 +130,8 @@ static int store_login_now(STORE_CTX *ctx, P11M_LOGIN_INFO *li)
     return 1;
 }
 
-static int store_search(STORE_CTX *ctx, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+static int store_search_in(STORE_CTX *ctx, OSSL_PASSPHRASE_CALLBACK *pw_cb,
+                           void *pw_cbarg)
 {
     P11M_PROV_PW pw = {pw_cb, pw_cbarg};
     P11M_LOGIN_INFO li;
@@ -153,6 +157,17 @@ static int store_search(STORE_CTX *ctx, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *p
                         : ctx->expect == OSSL_STORE_INFO_PUBKEY ? "public key"
                                                                 : "object");
     return n > 0;
+}
+
+static int store_search(STORE_CTX *ctx, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+{
+    P11M_ERR_SCOPE scope;
+    int ok;
+
+    p11m_prov_enter(ctx->prov, &scope);
+    ok = store_search_in(ctx, pw_cb, pw_cbarg);
+    p11m_prov_leave(&scope);
+    return ok;
 }
 
 /* ---- handing objects over ---- */

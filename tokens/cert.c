@@ -79,13 +79,9 @@ static long cert_find(P11M_TOKEN *tok, CK_SESSION_HANDLE s, const CK_ATTRIBUTE *
 {
     CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
     CK_ATTRIBUTE t[3] = {{CKA_CLASS, &cls, sizeof(cls)}, a[0], na > 1 ? a[1] : a[0]};
-    P11M_MODULE *mod = p11m_token_module(tok);
     CK_ULONG n = 0;
-    CK_RV rv = P11M_CALL(mod, C_FindObjectsInit, s, t, 1 + na);
+    CK_RV rv = p11m_find_handles(p11m_token_module(tok), s, t, 1 + na, h, cap, &n);
 
-    if (rv == CKR_OK)
-        rv = P11M_CALL(mod, C_FindObjects, s, h, cap, &n);
-    P11M_CALL(mod, C_FindObjectsFinal, s);
     if (rv != CKR_OK) {
         tool_err("searching the token: %s", p11m_ckr_name(rv));
         return -1;
@@ -115,8 +111,7 @@ static CK_RV cert_create(P11M_TOKEN *tok, CK_SESSION_HANDLE s, const struct cert
         {CKA_CERTIFICATE_CATEGORY, &category, sizeof(category)},
     };
 
-    return P11M_CALL(p11m_token_module(tok), C_CreateObject, s, t,
-                     sizeof(t) / sizeof(t[0]), &h);
+    return p11m_object_create(tok, s, t, sizeof(t) / sizeof(t[0]), &h);
 }
 
 /*
@@ -147,7 +142,7 @@ static int cert_existing(P11M_TOKEN *tok, CK_SESSION_HANDLE s, const P11M_OBJ *k
         return -1;
     }
     for (long i = 0; i < n; i++) {
-        CK_RV rv = P11M_CALL(p11m_token_module(tok), C_DestroyObject, s, h[i]);
+        CK_RV rv = p11m_object_destroy(tok, s, h[i]);
 
         if (rv != CKR_OK) {
             tool_err("removing the old certificate: C_DestroyObject: %s",

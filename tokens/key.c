@@ -147,14 +147,10 @@ static int key_prepare(const struct gen_opts *o, P11KitUri *uri, struct gen *g)
 /* Objects on the token (after login) with attribute a; -1 on error. */
 static long key_count(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *a)
 {
-    P11M_MODULE *mod = p11m_token_module(tok);
     CK_OBJECT_HANDLE h[16];
     CK_ULONG n = 0;
-    CK_RV rv = P11M_CALL(mod, C_FindObjectsInit, s, a, 1);
+    CK_RV rv = p11m_find_handles(p11m_token_module(tok), s, a, 1, h, 16, &n);
 
-    if (rv == CKR_OK)
-        rv = P11M_CALL(mod, C_FindObjects, s, h, 16, &n);
-    P11M_CALL(mod, C_FindObjectsFinal, s);
     return rv == CKR_OK ? (long) n : -1;
 }
 
@@ -220,8 +216,8 @@ static CK_RV key_generate(P11M_TOKEN *tok, CK_SESSION_HANDLE s, const struct gen
         pubt[npub - 2] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *) g->params, g->plen};
         npub--;
     }
-    return P11M_CALL(p11m_token_module(tok), C_GenerateKeyPair, s, &mech, pubt, npub,
-                     privt, sizeof(privt) / sizeof(privt[0]), &pub, &priv);
+    return p11m_keypair_generate(tok, s, &mech, pubt, npub, privt,
+                                 sizeof(privt) / sizeof(privt[0]), &pub, &priv);
 }
 
 /* Generates, retrying Ed25519 with the curve's name when the token wants that form. */

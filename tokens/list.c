@@ -247,11 +247,11 @@ static CK_OBJECT_CLASS list_uri_class(P11KitUri *uri)
 }
 
 /* CKA_ID and CKA_LABEL of a private key (label NUL-terminated in label). */
-static int list_read_names(P11M_MODULE *mod, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+static int list_read_names(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                            unsigned char *id, size_t *idlen, char *label, size_t llen)
 {
     CK_ATTRIBUTE t[2] = {{CKA_ID, id, ID_MAX}, {CKA_LABEL, label, llen - 1}};
-    CK_RV rv = P11M_CALL(mod, C_GetAttributeValue, s, h, t, 2);
+    CK_RV rv = p11m_object_get_attrs(tok, s, h, t, 2);
 
     if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
         return 0;
@@ -277,7 +277,6 @@ static struct litem *list_key_by_id(struct lset *keys, P11M_TOKEN *tok,
  */
 static void list_check_private(P11M_TOKEN *tok, P11KitUri *uri, struct lset *keys)
 {
-    P11M_MODULE *mod = p11m_token_module(tok);
     CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
     CK_ATTRIBUTE t[3] = {{CKA_CLASS, &cls, sizeof(cls)}}, *a;
     CK_OBJECT_HANDLE h[256];
@@ -291,10 +290,7 @@ static void list_check_private(P11M_TOKEN *tok, P11KitUri *uri, struct lset *key
         t[nt++] = *a;
     if (p11m_session_get(tok, &s) != CKR_OK)
         return;
-    rv = P11M_CALL(mod, C_FindObjectsInit, s, t, nt);
-    if (rv == CKR_OK)
-        rv = P11M_CALL(mod, C_FindObjects, s, h, 256, &n);
-    P11M_CALL(mod, C_FindObjectsFinal, s);
+    rv = p11m_find_handles(p11m_token_module(tok), s, t, nt, h, 256, &n);
     for (size_t i = 0; rv == CKR_OK && i < keys->n; i++)
         if (keys->v[i].tok == tok)
             keys->v[i].priv = 0;
@@ -304,7 +300,7 @@ static void list_check_private(P11M_TOKEN *tok, P11KitUri *uri, struct lset *key
         size_t idlen;
         struct litem *k;
 
-        if (!list_read_names(mod, s, h[i], id, &idlen, label, sizeof(label)))
+        if (!list_read_names(tok, s, h[i], id, &idlen, label, sizeof(label)))
             continue;
         if ((k = list_key_by_id(keys, tok, id, idlen)) == NULL &&
             (k = lset_add(keys, tok, label, id, idlen)) != NULL)

@@ -49,21 +49,13 @@ static void token_usage(FILE *out)
 
 static CK_SLOT_ID *token_slots(P11M_MODULE *mod, CK_ULONG *n)
 {
-    CK_SLOT_ID *slots = NULL;
-    CK_RV rv = P11M_CALL(mod, C_GetSlotList, CK_TRUE, NULL, n);
+    CK_SLOT_ID *slots;
+    CK_RV rv = p11m_module_slots(mod, &slots, n);
 
-    if (rv == CKR_OK && *n > 0) {
-        if ((slots = calloc(*n, sizeof(*slots))) == NULL)
-            return NULL;
-        rv = P11M_CALL(mod, C_GetSlotList, CK_TRUE, slots, n);
-    }
     if (rv != CKR_OK) {
         tool_err("listing the slots of %s: %s", mod->path, p11m_ckr_name(rv));
-        free(slots);
         return NULL;
     }
-    if (slots == NULL)
-        slots = calloc(1, sizeof(*slots)); /* no slot: an empty, non-NULL list */
     return slots;
 }
 
@@ -88,7 +80,7 @@ static int token_pick_slot(P11M_MODULE *mod, const struct init_opts *o, CK_SLOT_
     for (CK_ULONG i = 0; i < n && found == 0; i++) {
         CK_TOKEN_INFO ti;
 
-        if (P11M_CALL(mod, C_GetTokenInfo, slots[i], &ti) != CKR_OK)
+        if (p11m_slot_token_info(mod, slots[i], &ti) != CKR_OK)
             continue;
         if (o->slot >= 0) {
             found = slots[i] == (CK_SLOT_ID) o->slot;
@@ -121,25 +113,9 @@ static int token_pick_slot(P11M_MODULE *mod, const struct init_opts *o, CK_SLOT_
 /* Number of objects visible without login, or -1. */
 static long token_count_public(P11M_MODULE *mod, CK_SLOT_ID slot)
 {
-    CK_SESSION_HANDLE s;
-    CK_OBJECT_HANDLE h[64];
     CK_ULONG n = 0;
-    long total = 0;
-    CK_RV rv = P11M_CALL(mod, C_OpenSession, slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
 
-    if (rv != CKR_OK)
-        return -1;
-    rv = P11M_CALL(mod, C_FindObjectsInit, s, NULL, 0);
-    while (rv == CKR_OK) {
-        rv = P11M_CALL(mod, C_FindObjects, s, h, 64, &n);
-        if (rv != CKR_OK || n == 0)
-            break;
-        total += (long) n;
-    }
-    P11M_CALL(mod, C_FindObjectsFinal, s);
-    /* C_InitToken needs every session on the token closed. */
-    P11M_CALL(mod, C_CloseSession, s);
-    return rv == CKR_OK ? total : -1;
+    return p11m_slot_count_objects(mod, slot, &n) == CKR_OK ? (long) n : -1;
 }
 
 /* Refuses to erase a token that holds (or may hold) objects unless --force. */
@@ -183,13 +159,13 @@ static int token_set_user_pin(P11M_MODULE *mod, const char *label, const P11M_PI
     p11_kit_uri_free(uri);
     if (tok == NULL || p11m_session_open_rw(tok, &s) != CKR_OK)
         return 0;
-    rv = P11M_CALL(mod, C_Login, s, CKU_SO, (CK_UTF8CHAR_PTR) so->buf, so->len);
+    rv = p11m_session_login_pin(tok, s, CKU_SO, so);
     if (rv == CKR_OK) {
-        rv = P11M_CALL(mod, C_InitPIN, s, (CK_UTF8CHAR_PTR) user->buf, user->len);
+        rv = p11m_session_init_pin(tok, s, user);
         if (rv != CKR_OK)
             tool_err("setting the user PIN: C_InitPIN: %s%s", p11m_ckr_name(rv),
                      rv == CKR_PIN_LEN_RANGE ? " (PIN too short or too long)" : "");
-        P11M_CALL(mod, C_Logout, s);
+        p11m_session_logout(tok, s);
     } else {
         tool_err("SO login after initialisation: C_Login: %s", p11m_ckr_name(rv));
     }
@@ -218,7 +194,7 @@ static int token_do_init(const struct init_opts *o)
         !tool_new_pin(o->pin_source, "user PIN", &user))
         goto done;
     token_label_pad(o->label, label);
-    rv = P11M_CALL(mod, C_InitToken, slot, (CK_UTF8CHAR_PTR) so.buf, so.len, label);
+    rv = p11m_slot_init_token(mod, slot, &so, label);
     if (rv != CKR_OK) {
         tool_err("initialising the token in slot %lu: C_InitToken: %s%s", slot,
                  p11m_ckr_name(rv),

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/core.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/param_build.h>
@@ -23,6 +24,9 @@
 #include "p11m_config.h"
 #include "pubkey.h"
 #include "tool.h"
+
+/* The name the built-in provider is registered under in the tool's library contexts. */
+#define P11M_TOOL_PROV_NAME "p11mtls"
 
 /* ---- messages ---- */
 
@@ -101,9 +105,17 @@ static void tool_core_sink(void *arg, int reason, const char *file, int line,
 
 void tool_core_errors(int quiet)
 {
+    /* The tool's own scope, for its whole run on the main thread; the provider opens
+     * its own inside it when the tool signs through it. */
+    static P11M_ERR_SCOPE scope;
+    static int entered;
+
     core_quiet = quiet;
     core_reason = 0;
-    p11m_set_error_sink(tool_core_sink, NULL);
+    if (!entered) {
+        p11m_err_scope_enter(&scope, tool_core_sink, NULL);
+        entered = 1;
+    }
 }
 
 int tool_core_last_reason(void)
@@ -462,6 +474,8 @@ OSSL_LIB_CTX *tool_libctx(const char *provider_path)
 {
     OSSL_LIB_CTX *lc;
 
+    /* The installed file must be there (the preload library and openssl.cnf load it),
+     * but the tool signs with the same code built in (see below), not a second copy. */
     if (access(provider_path, R_OK) != 0) {
         tool_err("provider %s: %s (build it, or give --provider PATH or "
                  "P11MTLS_PROVIDER)",
@@ -482,7 +496,13 @@ OSSL_LIB_CTX *tool_libctx(const char *provider_path)
         OSSL_LIB_CTX_free(lc);
         return NULL;
     }
-    if (OSSL_PROVIDER_load(lc, provider_path) == NULL) {
+    /*
+     * Built in rather than loaded from provider_path: p11mtls.so carries a PKCS#11 core
+     * of its own, and the tool's (token lookups, login state, the module's function
+     * list) must be the only one in the process.
+     */
+    if (!OSSL_PROVIDER_add_builtin(lc, P11M_TOOL_PROV_NAME, OSSL_provider_init) ||
+        OSSL_PROVIDER_load(lc, P11M_TOOL_PROV_NAME) == NULL) {
         tool_ossl_err("cannot load the provider %s", provider_path);
         OSSL_LIB_CTX_free(lc);
         return NULL;

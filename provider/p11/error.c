@@ -1,5 +1,5 @@
 /*
- * error.c - reasons, CK_RV names and the error sink of the PKCS#11 core.
+ * error.c - reasons, CK_RV names and the per-thread error scopes of the PKCS#11 core.
  */
 #include <stdio.h>
 #include <string.h>
@@ -145,8 +145,7 @@ int p11m_ckr_reason(CK_RV rv)
     }
 }
 
-static p11m_error_sink_fn *error_sink;
-static void *error_sink_arg;
+static __thread P11M_ERR_SCOPE *err_scope;
 static __thread char last_msg[512];
 static __thread int last_reason;
 static __thread int hold_depth;
@@ -155,10 +154,18 @@ static __thread struct {
     const char *file, *func;
 } held;
 
-void p11m_set_error_sink(p11m_error_sink_fn *fn, void *arg)
+void p11m_err_scope_enter(P11M_ERR_SCOPE *scope, p11m_error_sink_fn *fn, void *arg)
 {
-    error_sink = fn;
-    error_sink_arg = arg;
+    scope->fn = fn;
+    scope->arg = arg;
+    scope->prev = err_scope;
+    err_scope = scope;
+}
+
+void p11m_err_scope_leave(P11M_ERR_SCOPE *scope)
+{
+    if (err_scope == scope)
+        err_scope = scope->prev;
 }
 
 void p11m_note_error(int reason, const char *msg)
@@ -180,8 +187,8 @@ static void error_emit(int reason, const char *file, int line, const char *func,
         held.valid = 1;
         return;
     }
-    if (error_sink != NULL)
-        error_sink(error_sink_arg, reason, file, line, func, msg);
+    if (err_scope != NULL)
+        err_scope->fn(err_scope->arg, reason, file, line, func, msg);
 }
 
 void p11m_raise_(int reason, const char *file, int line, const char *func,
@@ -225,8 +232,8 @@ void p11m_error_release(int emit)
 {
     if (hold_depth == 0 || --hold_depth > 0)
         return;
-    if (emit && held.valid && error_sink != NULL)
-        error_sink(error_sink_arg, held.reason, held.file, held.line, held.func,
-                   last_msg);
+    if (emit && held.valid && err_scope != NULL)
+        err_scope->fn(err_scope->arg, held.reason, held.file, held.line, held.func,
+                      last_msg);
     held.valid = 0;
 }

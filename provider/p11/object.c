@@ -329,19 +329,31 @@ static void tmpl_add(FIND_TMPL *t, CK_ATTRIBUTE_TYPE type, const void *v, size_t
         t->a[t->n++] = (CK_ATTRIBUTE){type, (void *) v, len};
 }
 
-static CK_RV obj_find_handles(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, FIND_TMPL *t,
-                              CK_OBJECT_HANDLE *h, CK_ULONG *n)
+CK_RV p11m_find_handles(P11M_MODULE *mod, CK_SESSION_HANDLE s, const CK_ATTRIBUTE *t,
+                        CK_ULONG nt, CK_OBJECT_HANDLE *h, CK_ULONG cap, CK_ULONG *n)
 {
-    CK_RV rv = P11M_CALL(tok->mod, C_FindObjectsInit, sess, t->a, t->n);
+    CK_OBJECT_HANDLE scratch[64], *out = h != NULL ? h : scratch;
+    CK_ULONG room = h != NULL ? cap : 64, got = 0;
+    CK_RV rv = P11M_CALL(mod, C_FindObjectsInit, s, (CK_ATTRIBUTE_PTR) t, nt);
 
     *n = 0;
     if (rv != CKR_OK)
         return rv;
-    rv = P11M_CALL(tok->mod, C_FindObjects, sess, h, MAX_FOUND, n);
-    P11M_CALL(tok->mod, C_FindObjectsFinal, sess);
-    if (*n > MAX_FOUND)
-        *n = MAX_FOUND;
+    /* Collecting takes one round; counting as many as the token needs to say "no more".
+     */
+    do {
+        if ((rv = P11M_CALL(mod, C_FindObjects, s, out, room, &got)) != CKR_OK)
+            break;
+        *n += got > room ? room : got;
+    } while (h == NULL && got > 0);
+    P11M_CALL(mod, C_FindObjectsFinal, s);
     return rv;
+}
+
+static CK_RV obj_find_handles(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, FIND_TMPL *t,
+                              CK_OBJECT_HANDLE *h, CK_ULONG *n)
+{
+    return p11m_find_handles(tok->mod, sess, t->a, t->n, h, MAX_FOUND, n);
 }
 
 static void tmpl_from_uri(FIND_TMPL *t, P11KitUri *uri, CK_OBJECT_CLASS cls)
@@ -566,11 +578,7 @@ static CK_RV obj_lookup_handle(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_
         tmpl_add(&t, CKA_ID, obj->id, obj->idlen);
     else if (obj->label != NULL && obj->label[0] != '\0')
         tmpl_add(&t, CKA_LABEL, obj->label, strlen(obj->label));
-    rv = P11M_CALL(obj->tok->mod, C_FindObjectsInit, sess, t.a, t.n);
-    if (rv != CKR_OK)
-        return rv;
-    rv = P11M_CALL(obj->tok->mod, C_FindObjects, sess, found, 1, &n);
-    P11M_CALL(obj->tok->mod, C_FindObjectsFinal, sess);
+    rv = p11m_find_handles(obj->tok->mod, sess, t.a, t.n, found, 1, &n);
     if (rv != CKR_OK)
         return rv;
     if (n == 0 || n > 1)

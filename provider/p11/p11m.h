@@ -50,13 +50,23 @@ const char *p11m_ckr_name(CK_RV rv);
 int p11m_ckr_reason(CK_RV rv);
 
 /*
- * Where raised errors go. The provider routes them to the core's error upcalls, the tool
- * to its own printer. Without a sink, the last message is kept per thread
- * (p11m_last_error()).
+ * Where raised errors go: to the sink of the innermost error scope of the calling
+ * thread. Whoever calls into the core opens a scope for the call: the provider with the
+ * provider context of the operation (its errors reach that context's error upcalls),
+ * the tool with its own printer. There is no process-wide sink. Outside any scope an
+ * error is only kept as the thread's last message (p11m_last_error()) and logged.
  */
 typedef void p11m_error_sink_fn(void *arg, int reason, const char *file, int line,
                                 const char *func, const char *msg);
-void p11m_set_error_sink(p11m_error_sink_fn *fn, void *arg);
+typedef struct p11m_err_scope {
+    p11m_error_sink_fn *fn;
+    void *arg;
+    struct p11m_err_scope *prev;
+} P11M_ERR_SCOPE;
+/* Until the matching leave, errors raised on this thread go to fn(arg). Scopes nest;
+ * scope lives on the caller's stack. */
+void p11m_err_scope_enter(P11M_ERR_SCOPE *scope, p11m_error_sink_fn *fn, void *arg);
+void p11m_err_scope_leave(P11M_ERR_SCOPE *scope);
 void p11m_raise_(int reason, const char *file, int line, const char *func,
                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 #define p11m_raise(reason, ...)                                                          \
@@ -302,6 +312,51 @@ char *p11m_obj_uri(const P11M_OBJ *obj);
  */
 CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size_t inlen,
                 unsigned char *sig, size_t *siglen);
+
+/* ---- finding, slots and provisioning (object.c, token.c, provision.c) ---- */
+
+/*
+ * The one C_FindObjectsInit / C_FindObjects / C_FindObjectsFinal of the core: handles
+ * of the objects matching template t[0..nt-1] on session s, at most cap into h (one
+ * C_FindObjects call). With h NULL, counts every match instead. CKR_OK or the first
+ * error rv (raises nothing).
+ */
+CK_RV p11m_find_handles(P11M_MODULE *mod, CK_SESSION_HANDLE s, const CK_ATTRIBUTE *t,
+                        CK_ULONG nt, CK_OBJECT_HANDLE *h, CK_ULONG cap, CK_ULONG *n);
+/*
+ * The slots of mod with a token present, in *slots (malloc'd, never NULL on success even
+ * when *n is 0). CKR_OK or the error rv (raises nothing). Callers sharing the module with
+ * other threads hold its use lock (p11m_module_enter).
+ */
+CK_RV p11m_module_slots(P11M_MODULE *mod, CK_SLOT_ID **slots, CK_ULONG *n);
+
+/*
+ * Provisioning, for the tool: each is one PKCS#11 call and returns its CK_RV, raising
+ * nothing (the caller names the step that failed). Slot-level calls work on tokens
+ * that p11m_tokens_find does not show (uninitialised ones).
+ */
+CK_RV p11m_slot_token_info(P11M_MODULE *mod, CK_SLOT_ID slot, CK_TOKEN_INFO *info);
+/* Objects visible without login, on a session of its own that is closed again (so that
+ * C_InitToken may follow). */
+CK_RV p11m_slot_count_objects(P11M_MODULE *mod, CK_SLOT_ID slot, CK_ULONG *count);
+CK_RV p11m_slot_init_token(P11M_MODULE *mod, CK_SLOT_ID slot, const P11M_PIN *so,
+                           const CK_UTF8CHAR label[32]);
+CK_RV p11m_session_login_pin(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_USER_TYPE user,
+                             const P11M_PIN *pin);
+CK_RV p11m_session_init_pin(P11M_TOKEN *tok, CK_SESSION_HANDLE s, const P11M_PIN *pin);
+CK_RV p11m_session_logout(P11M_TOKEN *tok, CK_SESSION_HANDLE s);
+CK_RV p11m_object_create(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *t,
+                         CK_ULONG n, CK_OBJECT_HANDLE *h);
+CK_RV p11m_object_destroy(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h);
+CK_RV p11m_object_get_attrs(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                            CK_ATTRIBUTE *t, CK_ULONG n);
+/* Relabelling and the like (CKA_LABEL, CKA_ID). */
+CK_RV p11m_object_set_attrs(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                            CK_ATTRIBUTE *t, CK_ULONG n);
+CK_RV p11m_keypair_generate(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_MECHANISM *mech,
+                            CK_ATTRIBUTE *pubt, CK_ULONG npub, CK_ATTRIBUTE *privt,
+                            CK_ULONG npriv, CK_OBJECT_HANDLE *pub,
+                            CK_OBJECT_HANDLE *priv);
 
 /* ---- URIs (uri.c) ---- */
 

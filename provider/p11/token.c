@@ -111,10 +111,31 @@ static int token_slot_holds(P11M_TOKEN *tok, CK_SLOT_ID slot, CK_TOKEN_INFO *inf
            token_same_identity(&tok->info, info);
 }
 
+CK_RV p11m_module_slots(P11M_MODULE *mod, CK_SLOT_ID **slots, CK_ULONG *n)
+{
+    CK_ULONG cap;
+    CK_RV rv = P11M_CALL(mod, C_GetSlotList, CK_TRUE, NULL, n);
+
+    *slots = NULL;
+    if (rv != CKR_OK)
+        return rv;
+    cap = *n;
+    if (cap > 4096 || (*slots = calloc(cap > 0 ? cap : 1, sizeof(**slots))) == NULL)
+        return CKR_HOST_MEMORY;
+    if (cap > 0 && (rv = P11M_CALL(mod, C_GetSlotList, CK_TRUE, *slots, n)) != CKR_OK) {
+        free(*slots);
+        *slots = NULL;
+        return rv;
+    }
+    if (*n > cap)
+        *n = cap;
+    return CKR_OK;
+}
+
 CK_RV p11m_token_revalidate(P11M_TOKEN *tok)
 {
-    CK_SLOT_ID slots[64];
-    CK_ULONG n = 64;
+    CK_SLOT_ID *slots = NULL;
+    CK_ULONG n = 0;
     CK_TOKEN_INFO info;
     CK_RV rv = CKR_TOKEN_NOT_PRESENT;
 
@@ -122,9 +143,7 @@ CK_RV p11m_token_revalidate(P11M_TOKEN *tok)
         return CKR_TOKEN_NOT_PRESENT;
     if (token_slot_holds(tok, tok->slot, &info)) {
         rv = CKR_OK;
-    } else if (P11M_CALL(tok->mod, C_GetSlotList, CK_TRUE, slots, &n) == CKR_OK) {
-        if (n > 64)
-            n = 64;
+    } else if (p11m_module_slots(tok->mod, &slots, &n) == CKR_OK) {
         for (CK_ULONG i = 0; i < n && rv != CKR_OK; i++) {
             if (token_slot_holds(tok, slots[i], &info)) {
                 pthread_mutex_lock(&tok->lock);
@@ -136,6 +155,7 @@ CK_RV p11m_token_revalidate(P11M_TOKEN *tok)
         }
     }
     p11m_module_leave(tok->mod);
+    free(slots);
     pthread_mutex_lock(&tok->lock);
     tok->absent = rv != CKR_OK;
     pthread_mutex_unlock(&tok->lock);
@@ -265,16 +285,7 @@ int p11m_tokens_find(P11M_MODULE *mod, P11KitUri *uri, P11M_TOKEN_LIST *list)
         return 1;
     if (!p11m_module_enter(mod))
         return 0;
-    rv = P11M_CALL(mod, C_GetSlotList, CK_TRUE, NULL, &n);
-    if (rv == CKR_OK && n > 0) {
-        CK_ULONG cap = n;
-
-        if (cap > 4096 || (slots = calloc(cap, sizeof(*slots))) == NULL)
-            goto done;
-        rv = P11M_CALL(mod, C_GetSlotList, CK_TRUE, slots, &n);
-        if (n > cap)
-            n = cap;
-    }
+    rv = p11m_module_slots(mod, &slots, &n);
     if (rv != CKR_OK) {
         p11m_raise_ckr(rv, "C_GetSlotList", "listing slots of %s", mod->path);
         goto done;

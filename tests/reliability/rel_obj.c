@@ -94,6 +94,7 @@ int main(int argc, char **argv)
     CK_ULONG n = 0;
     struct blob id = {0}, label = {0}, v1 = {0}, v2 = {0};
     P11M_LOGIN_INFO li = {0};
+    static P11M_ERR_SCOPE scope; /* static: errors may be raised until exit */
     P11M_TOKEN_LIST toks = {0};
     P11M_MODULE *mod;
     P11KitUri *uri;
@@ -114,7 +115,7 @@ int main(int argc, char **argv)
     }
     if (!blob_file(&v1, argv[6]) || (argc > 7 && !blob_file(&v2, argv[7])))
         return 2;
-    p11m_set_error_sink(sink, NULL);
+    p11m_err_scope_enter(&scope, sink, NULL);
     kind = argv[3];
     li.pin_source = argv[2];
     if ((uri = p11m_uri_parse(argv[1])) == NULL ||
