@@ -236,6 +236,26 @@ done:
     return ok ? TOOL_EXIT_OK : TOOL_EXIT_FAIL;
 }
 
+/* tool_getopt: one option of the command into its options. */
+static int ca_init_opt(int c, char *arg, void *vo)
+{
+    struct ca_init_opts *o = vo;
+
+    switch (c) {
+    case 'i':
+        o->intermediate = 1;
+        break;
+    case 'n':
+        o->name = arg;
+        break;
+    case 'd':
+        if (!tool_parse_long("ca init", "--days", arg, 1, 36500, &o->days))
+            return TOOL_EXIT_USAGE;
+        break;
+    }
+    return 0;
+}
+
 static int ca_init(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -245,30 +265,12 @@ static int ca_init(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    static const TOOL_CMD cmd = {"ca init", "h", longopts, ca_usage, -1};
     struct ca_init_opts o = {NULL, "p11mtls development", 3650, 0};
-    int c;
+    int rc;
 
-    tool_getopt_reset();
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'i':
-            o.intermediate = 1;
-            break;
-        case 'n':
-            o.name = optarg;
-            break;
-        case 'd':
-            if (!tool_parse_long("ca init", "--days", optarg, 1, 36500, &o.days))
-                return TOOL_EXIT_USAGE;
-            break;
-        case 'h':
-            ca_usage(stdout);
-            return TOOL_EXIT_OK;
-        default:
-            return tool_usage("ca init", "unknown or incomplete option '%s'",
-                              argv[optind - 1]);
-        }
-    }
+    if ((rc = tool_getopt(&cmd, argc, argv, ca_init_opt, &o)) != TOOL_PARSED)
+        return rc;
     if (argc - optind != 1)
         return tool_usage("ca init", "give exactly one directory");
     if (*o.name == '\0' || strlen(o.name) > 200)
@@ -399,6 +401,29 @@ done:
     return ok ? TOOL_EXIT_OK : TOOL_EXIT_FAIL;
 }
 
+/* tool_getopt: one option of the command into its options. */
+static int ca_issue_opt(int c, char *arg, void *vo)
+{
+    struct ca_issue_opts *o = vo;
+
+    switch (c) {
+    case 'c':
+        o->csr = arg;
+        break;
+    case 'd':
+        if (!tool_parse_long("ca issue", "--days", arg, 1, 36500, &o->days))
+            return TOOL_EXIT_USAGE;
+        break;
+    case 'o':
+        o->out = arg;
+        break;
+    case 'C':
+        o->chain_out = arg;
+        break;
+    }
+    return 0;
+}
+
 static int ca_issue(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -409,33 +434,12 @@ static int ca_issue(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    static const TOOL_CMD cmd = {"ca issue", "o:h", longopts, ca_usage, -1};
     struct ca_issue_opts o = {NULL, NULL, NULL, NULL, 365};
-    int c;
+    int rc;
 
-    tool_getopt_reset();
-    while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            o.csr = optarg;
-            break;
-        case 'd':
-            if (!tool_parse_long("ca issue", "--days", optarg, 1, 36500, &o.days))
-                return TOOL_EXIT_USAGE;
-            break;
-        case 'o':
-            o.out = optarg;
-            break;
-        case 'C':
-            o.chain_out = optarg;
-            break;
-        case 'h':
-            ca_usage(stdout);
-            return TOOL_EXIT_OK;
-        default:
-            return tool_usage("ca issue", "unknown or incomplete option '%s'",
-                              argv[optind - 1]);
-        }
-    }
+    if ((rc = tool_getopt(&cmd, argc, argv, ca_issue_opt, &o)) != TOOL_PARSED)
+        return rc;
     if (argc - optind != 1)
         return tool_usage("ca issue", "give exactly one CA directory");
     if (o.csr == NULL)

@@ -293,6 +293,34 @@ done:
     return rc;
 }
 
+/* tool_getopt: one option of the command into its options. */
+static int cert_import_opt(int c, char *arg, void *vo)
+{
+    struct import_opts *o = vo;
+
+    switch (c) {
+    case 'u':
+        o->uri = arg;
+        break;
+    case 'c':
+        o->cert = arg;
+        break;
+    case 'C':
+        o->chain = arg;
+        break;
+    case 'p':
+        o->pin_source = arg;
+        break;
+    case 'm':
+        o->module = arg;
+        break;
+    case 'f':
+        o->force = 1;
+        break;
+    }
+    return 0;
+}
+
 static int cert_import(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -305,39 +333,12 @@ static int cert_import(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    static const TOOL_CMD cmd = {CMD, "h", longopts, cert_usage, 0};
     struct import_opts o = {NULL, NULL, NULL, NULL, NULL, 0};
-    int c;
+    int rc;
 
-    tool_getopt_reset();
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'u':
-            o.uri = optarg;
-            break;
-        case 'c':
-            o.cert = optarg;
-            break;
-        case 'C':
-            o.chain = optarg;
-            break;
-        case 'p':
-            o.pin_source = optarg;
-            break;
-        case 'm':
-            o.module = optarg;
-            break;
-        case 'f':
-            o.force = 1;
-            break;
-        case 'h':
-            cert_usage(stdout);
-            return TOOL_EXIT_OK;
-        default:
-            return tool_usage(CMD, "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
-    }
-    if (optind < argc)
-        return tool_usage(CMD, "unexpected argument '%s'", argv[optind]);
+    if ((rc = tool_getopt(&cmd, argc, argv, cert_import_opt, &o)) != TOOL_PARSED)
+        return rc;
     if (o.uri == NULL || o.cert == NULL)
         return tool_usage(CMD, "--uri and --cert are required");
     if (!tool_pin_source_ok(CMD, "--pin-source", o.pin_source))

@@ -217,6 +217,37 @@ done:
     return rc;
 }
 
+/* tool_getopt: one option of the command into its options. */
+static int csr_main_opt(int c, char *arg, void *vo)
+{
+    struct csr_opts *o = vo;
+
+    switch (c) {
+    case 'k':
+        o->key = arg;
+        break;
+    case 's':
+        o->subject = arg;
+        break;
+    case 'd':
+        o->device_id = arg;
+        break;
+    case 'o':
+        o->out = arg;
+        break;
+    case 'p':
+        o->pin_source = arg;
+        break;
+    case 'm':
+        o->module = arg;
+        break;
+    case 'P':
+        o->provider = arg;
+        break;
+    }
+    return 0;
+}
+
 int csr_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -230,42 +261,12 @@ int csr_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    static const TOOL_CMD cmd = {CMD, "o:h", longopts, csr_usage, 0};
     struct csr_opts o = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-    int c;
+    int rc;
 
-    tool_getopt_reset();
-    while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'k':
-            o.key = optarg;
-            break;
-        case 's':
-            o.subject = optarg;
-            break;
-        case 'd':
-            o.device_id = optarg;
-            break;
-        case 'o':
-            o.out = optarg;
-            break;
-        case 'p':
-            o.pin_source = optarg;
-            break;
-        case 'm':
-            o.module = optarg;
-            break;
-        case 'P':
-            o.provider = optarg;
-            break;
-        case 'h':
-            csr_usage(stdout);
-            return TOOL_EXIT_OK;
-        default:
-            return tool_usage(CMD, "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
-    }
-    if (optind < argc)
-        return tool_usage(CMD, "unexpected argument '%s'", argv[optind]);
+    if ((rc = tool_getopt(&cmd, argc, argv, csr_main_opt, &o)) != TOOL_PARSED)
+        return rc;
     if (o.key == NULL || o.subject == NULL)
         return tool_usage(CMD, "--key and --subject are required");
     if (!tool_pin_source_ok(CMD, "--pin-source", o.pin_source))

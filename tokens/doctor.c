@@ -1170,6 +1170,36 @@ static void doctor_usage(FILE *out)
             DOC_WARN_DAYS, DOC_CONF_PATH);
 }
 
+/* tool_getopt: one option of the command into its options. */
+static int doctor_main_opt(int c, char *arg, void *vo)
+{
+    struct doc_opts *o = vo;
+
+    switch (c) {
+    case 'c':
+        o->config = arg;
+        break;
+    case 'a':
+        o->ca = arg;
+        break;
+    case 'm':
+        o->module = arg;
+        break;
+    case 'P':
+        o->provider = arg;
+        break;
+    case 't':
+        if (!tool_parse_long(CMD, "--timeout", arg, 1, 600, &o->timeout))
+            return TOOL_EXIT_USAGE;
+        break;
+    case 'w':
+        if (!tool_parse_long(CMD, "--wait", arg, 0, 600, &o->wait))
+            return TOOL_EXIT_USAGE;
+        break;
+    }
+    return 0;
+}
+
 int doctor_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -1182,41 +1212,12 @@ int doctor_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    static const TOOL_CMD cmd = {CMD, "h", longopts, doctor_usage, 1};
     struct doc_opts o = {NULL, NULL, NULL, NULL, NULL, 10, 2};
-    int c;
+    int rc;
 
-    tool_getopt_reset();
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            o.config = optarg;
-            break;
-        case 'a':
-            o.ca = optarg;
-            break;
-        case 'm':
-            o.module = optarg;
-            break;
-        case 'P':
-            o.provider = optarg;
-            break;
-        case 't':
-            if (!tool_parse_long(CMD, "--timeout", optarg, 1, 600, &o.timeout))
-                return TOOL_EXIT_USAGE;
-            break;
-        case 'w':
-            if (!tool_parse_long(CMD, "--wait", optarg, 0, 600, &o.wait))
-                return TOOL_EXIT_USAGE;
-            break;
-        case 'h':
-            doctor_usage(stdout);
-            return TOOL_EXIT_OK;
-        default:
-            return tool_usage(CMD, "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
-    }
-    if (argc - optind > 1)
-        return tool_usage(CMD, "unexpected argument '%s'", argv[optind + 1]);
+    if ((rc = tool_getopt(&cmd, argc, argv, doctor_main_opt, &o)) != TOOL_PARSED)
+        return rc;
     if (optind < argc)
         o.dest = argv[optind];
     if (o.config != NULL && access(o.config, R_OK) != 0)

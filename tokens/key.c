@@ -278,6 +278,31 @@ done:
     return rc;
 }
 
+/* tool_getopt: one option of the command into its options. */
+static int key_gen_opt(int c, char *arg, void *vo)
+{
+    struct gen_opts *o = vo;
+
+    switch (c) {
+    case 'u':
+        o->uri = arg;
+        break;
+    case 't':
+        o->type = arg;
+        break;
+    case 'i':
+        o->id = arg;
+        break;
+    case 'p':
+        o->pin_source = arg;
+        break;
+    case 'm':
+        o->module = arg;
+        break;
+    }
+    return 0;
+}
+
 static int key_gen(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -289,36 +314,12 @@ static int key_gen(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    static const TOOL_CMD cmd = {CMD, "", longopts, key_usage, 0};
     struct gen_opts o = {NULL, NULL, NULL, NULL, NULL};
-    int c;
+    int rc;
 
-    tool_getopt_reset();
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'u':
-            o.uri = optarg;
-            break;
-        case 't':
-            o.type = optarg;
-            break;
-        case 'i':
-            o.id = optarg;
-            break;
-        case 'p':
-            o.pin_source = optarg;
-            break;
-        case 'm':
-            o.module = optarg;
-            break;
-        case 'h':
-            key_usage(stdout);
-            return TOOL_EXIT_OK;
-        default:
-            return tool_usage(CMD, "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
-    }
-    if (optind < argc)
-        return tool_usage(CMD, "unexpected argument '%s'", argv[optind]);
+    if ((rc = tool_getopt(&cmd, argc, argv, key_gen_opt, &o)) != TOOL_PARSED)
+        return rc;
     if (o.uri == NULL || o.type == NULL)
         return tool_usage(CMD, "--uri and --type are required");
     if (!tool_pin_source_ok(CMD, "--pin-source", o.pin_source))

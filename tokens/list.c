@@ -585,6 +585,28 @@ done:
     return rc;
 }
 
+/* tool_getopt: one option of the command into its options. */
+static int list_main_opt(int c, char *arg, void *vo)
+{
+    struct list_opts *o = vo;
+
+    switch (c) {
+    case 'j':
+        o->json = 1;
+        break;
+    case 'm':
+        o->module = arg;
+        break;
+    case 'p':
+        o->pin_source = arg;
+        break;
+    case 'l':
+        o->login = 1;
+        break;
+    }
+    return 0;
+}
+
 int list_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -595,33 +617,12 @@ int list_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    static const TOOL_CMD cmd = {CMD, "h", longopts, list_usage, 1};
     struct list_opts o = {NULL, NULL, NULL, 0, 0};
-    int c;
+    int rc;
 
-    tool_getopt_reset();
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'j':
-            o.json = 1;
-            break;
-        case 'm':
-            o.module = optarg;
-            break;
-        case 'p':
-            o.pin_source = optarg;
-            break;
-        case 'l':
-            o.login = 1;
-            break;
-        case 'h':
-            list_usage(stdout);
-            return TOOL_EXIT_OK;
-        default:
-            return tool_usage(CMD, "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
-    }
-    if (argc - optind > 1)
-        return tool_usage(CMD, "unexpected argument '%s'", argv[optind + 1]);
+    if ((rc = tool_getopt(&cmd, argc, argv, list_main_opt, &o)) != TOOL_PARSED)
+        return rc;
     if (optind < argc)
         o.uri = argv[optind];
     if (!tool_pin_source_ok(CMD, "--pin-source", o.pin_source))

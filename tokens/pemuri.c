@@ -104,6 +104,31 @@ done:
     return ok ? TOOL_EXIT_OK : TOOL_EXIT_FAIL;
 }
 
+/* tool_getopt: one option of the command into its options. */
+static int pemuri_main_opt(int c, char *arg, void *vo)
+{
+    struct pemuri_opts *o = vo;
+
+    switch (c) {
+    case 'k':
+        o->key = arg;
+        break;
+    case 'o':
+        o->out = arg;
+        break;
+    case 'm':
+        o->module = arg;
+        break;
+    case 'n':
+        o->no_check = 1;
+        break;
+    case 's':
+        o->show = arg;
+        break;
+    }
+    return 0;
+}
+
 int pemuri_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -115,36 +140,12 @@ int pemuri_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    static const TOOL_CMD cmd = {CMD, "o:h", longopts, pemuri_usage, 0};
     struct pemuri_opts o = {NULL, NULL, NULL, NULL, 0};
-    int c;
+    int rc;
 
-    tool_getopt_reset();
-    while ((c = getopt_long(argc, argv, "o:h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'k':
-            o.key = optarg;
-            break;
-        case 'o':
-            o.out = optarg;
-            break;
-        case 'm':
-            o.module = optarg;
-            break;
-        case 'n':
-            o.no_check = 1;
-            break;
-        case 's':
-            o.show = optarg;
-            break;
-        case 'h':
-            pemuri_usage(stdout);
-            return TOOL_EXIT_OK;
-        default:
-            return tool_usage(CMD, "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
-    }
-    if (optind < argc)
-        return tool_usage(CMD, "unexpected argument '%s'", argv[optind]);
+    if ((rc = tool_getopt(&cmd, argc, argv, pemuri_main_opt, &o)) != TOOL_PARSED)
+        return rc;
     if (o.show != NULL)
         return o.key == NULL ? pemuri_show(o.show)
                              : tool_usage(CMD, "--show does not go with --key");

@@ -79,6 +79,26 @@ static int run_exec(const char *preload, const char *config, char **cmd)
     return TOOL_EXIT_EXEC;
 }
 
+struct run_opts {
+    const char *config, *preload;
+};
+
+/* tool_getopt: one option of the command into its options. */
+static int run_main_opt(int c, char *arg, void *vo)
+{
+    struct run_opts *o = vo;
+
+    switch (c) {
+    case 'c':
+        o->config = arg;
+        break;
+    case 'P':
+        o->preload = arg;
+        break;
+    }
+    return 0;
+}
+
 int run_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -87,29 +107,17 @@ int run_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *config = NULL, *preload = NULL, *env = getenv("P11MTLS_PRELOAD");
-    int c;
-
-    tool_getopt_reset();
     /* "+": stop at the first non-option, which is the command. */
-    while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            config = optarg;
-            break;
-        case 'P':
-            preload = optarg;
-            break;
-        case 'h':
-            run_usage(stdout);
-            return TOOL_EXIT_OK;
-        default:
-            return tool_usage(CMD, "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
-    }
+    static const TOOL_CMD cmd = {CMD, "+h", longopts, run_usage, -1};
+    struct run_opts o = {NULL, NULL};
+    const char *env = getenv("P11MTLS_PRELOAD");
+    int rc;
+
+    if ((rc = tool_getopt(&cmd, argc, argv, run_main_opt, &o)) != TOOL_PARSED)
+        return rc;
     if (optind >= argc)
         return tool_usage(CMD, "no command given (p11mtls run -- COMMAND ARGS...)");
-    if (preload == NULL)
-        preload = env != NULL && *env != '\0' ? env : P11M_PRELOAD_PATH;
-    return run_exec(preload, config, argv + optind);
+    if (o.preload == NULL)
+        o.preload = env != NULL && *env != '\0' ? env : P11M_PRELOAD_PATH;
+    return run_exec(o.preload, o.config, argv + optind);
 }

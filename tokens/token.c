@@ -212,6 +212,35 @@ done:
     return ok ? TOOL_EXIT_OK : TOOL_EXIT_FAIL;
 }
 
+/* tool_getopt: one option of the command into its options. */
+static int token_init_opt(int c, char *arg, void *vo)
+{
+    struct init_opts *o = vo;
+
+    switch (c) {
+    case 'l':
+        o->label = arg;
+        break;
+    case 'S':
+        o->so_pin_source = arg;
+        break;
+    case 'p':
+        o->pin_source = arg;
+        break;
+    case 'm':
+        o->module = arg;
+        break;
+    case 's':
+        if (!tool_parse_long(CMD, "--slot", arg, 0, 0x7fffffffL, &o->slot))
+            return TOOL_EXIT_USAGE;
+        break;
+    case 'f':
+        o->force = 1;
+        break;
+    }
+    return 0;
+}
+
 static int token_init(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -224,40 +253,12 @@ static int token_init(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    static const TOOL_CMD cmd = {CMD, "", longopts, token_usage, 0};
     struct init_opts o = {NULL, NULL, NULL, NULL, -1, 0};
-    int c;
+    int rc;
 
-    tool_getopt_reset();
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'l':
-            o.label = optarg;
-            break;
-        case 'S':
-            o.so_pin_source = optarg;
-            break;
-        case 'p':
-            o.pin_source = optarg;
-            break;
-        case 'm':
-            o.module = optarg;
-            break;
-        case 's':
-            if (!tool_parse_long(CMD, "--slot", optarg, 0, 0x7fffffffL, &o.slot))
-                return TOOL_EXIT_USAGE;
-            break;
-        case 'f':
-            o.force = 1;
-            break;
-        case 'h':
-            token_usage(stdout);
-            return TOOL_EXIT_OK;
-        default:
-            return tool_usage(CMD, "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
-    }
-    if (optind < argc)
-        return tool_usage(CMD, "unexpected argument '%s'", argv[optind]);
+    if ((rc = tool_getopt(&cmd, argc, argv, token_init_opt, &o)) != TOOL_PARSED)
+        return rc;
     if (o.label == NULL || *o.label == '\0' || strlen(o.label) > 32)
         return tool_usage(CMD, "--label: give a label of 1 to 32 bytes");
     if (!tool_pin_source_ok(CMD, "--so-pin-source", o.so_pin_source))

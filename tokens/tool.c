@@ -151,6 +151,28 @@ void tool_getopt_reset(void)
     opterr = 0; /* errors are reported by the commands, naming the argument */
 }
 
+int tool_getopt(const TOOL_CMD *cmd, int argc, char **argv, tool_opt_fn *fn, void *o)
+{
+    int c, rc;
+
+    tool_getopt_reset();
+    while ((c = getopt_long(argc, argv, cmd->shortopts, cmd->longopts, NULL)) != -1) {
+        if (c == 'h') {
+            cmd->usage(stdout);
+            return TOOL_EXIT_OK;
+        }
+        if (c == '?' || c == ':')
+            return tool_usage(cmd->name, "unknown or incomplete option '%s'",
+                              argv[optind - 1]);
+        if ((rc = fn(c, optarg, o)) != 0)
+            return rc;
+    }
+    if (cmd->max_operands >= 0 && argc - optind > cmd->max_operands)
+        return tool_usage(cmd->name, "unexpected argument '%s'",
+                          argv[optind + cmd->max_operands]);
+    return TOOL_PARSED;
+}
+
 int tool_parse_long(const char *cmd, const char *opt, const char *s, long min, long max,
                     long *out)
 {

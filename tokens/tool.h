@@ -5,6 +5,7 @@
 #ifndef P11MTLS_TOOL_H
 #define P11MTLS_TOOL_H
 
+#include <getopt.h>
 #include <stdio.h>
 
 #include <openssl/evp.h>
@@ -52,6 +53,29 @@ int tool_core_last_reason(void);
 
 /* getopt_long wrapper state reset: every command parses its own argv. */
 void tool_getopt_reset(void);
+/*
+ * A command's options for tool_getopt: its name in messages, getopt's short options
+ * ("h", "o:h"; a leading '+' stops at the first operand), the long ones, its usage
+ * (printed on stdout for help), and how many operands may follow the options (-1: the
+ * command checks them itself).
+ */
+typedef struct tool_cmd {
+    const char *name;
+    const char *shortopts;
+    const struct option *longopts;
+    void (*usage)(FILE *);
+    int max_operands;
+} TOOL_CMD;
+/* Takes option c (its argument arg, or NULL) into the command's options o: 0 to go on,
+ * else the exit code to return (a usage error it printed). */
+typedef int tool_opt_fn(int c, char *arg, void *o);
+#define TOOL_PARSED (-1)
+/*
+ * The option loop of every command: each option but help goes to fn; help, an unknown
+ * or incomplete option and unexpected operands are answered here. TOOL_PARSED when the
+ * command goes on (operands from argv[optind]), else the exit code to return.
+ */
+int tool_getopt(const TOOL_CMD *cmd, int argc, char **argv, tool_opt_fn *fn, void *o);
 /* Checks a --pin-source style option (NULL is fine); prints the usage error if bad. */
 int tool_pin_source_ok(const char *cmd, const char *opt, const char *spec);
 /* A command group with one subcommand: help, dispatch to fn, or a usage error. */
