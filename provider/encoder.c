@@ -8,8 +8,6 @@
 
 #include "provider.h"
 
-#define NOT_US "provider!=" P11M_PROV_NAME
-
 static void *enc_newctx(void *provctx)
 {
     return provctx;
@@ -24,7 +22,7 @@ static int enc_print_public(EVP_PKEY *pub, BIO *out)
 {
     OSSL_ENCODER_CTX *ectx = OSSL_ENCODER_CTX_new_for_pkey(
         pub, OSSL_KEYMGMT_SELECT_PUBLIC_KEY | OSSL_KEYMGMT_SELECT_ALL_PARAMETERS, "TEXT",
-        NULL, NOT_US);
+        NULL, P11M_NOT_US);
     int ok = ectx != NULL && OSSL_ENCODER_to_bio(ectx, out);
 
     OSSL_ENCODER_CTX_free(ectx);

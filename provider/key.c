@@ -15,7 +15,6 @@
 #include "pubkey.h"
 
 /* Public halves and software helpers must never come back to this provider. */
-#define NOT_US "provider!=" P11M_PROV_NAME
 
 static const char *const type_names[P11M_KEY_TYPES] = {"RSA", "RSA-PSS", "EC", "ED25519",
                                                        "ED448"};
@@ -101,7 +100,7 @@ P11M_KEY *p11m_key_from_obj(P11M_PROV *prov, P11M_OBJ *obj)
 {
     enum p11m_key_type type = P11M_KEY_RSA;
     CK_KEY_TYPE kt = p11m_obj_key_type(obj);
-    EVP_PKEY *pub = p11m_obj_public_key(obj, prov->libctx, NOT_US);
+    EVP_PKEY *pub = p11m_obj_public_key(obj, prov->libctx, P11M_NOT_US);
     P11M_KEY *key;
 
     if (pub != NULL && !key_type_of_pkey(pub, &type)) {

@@ -14,8 +14,6 @@
 
 #include "provider.h"
 
-#define NOT_US "provider!=" P11M_PROV_NAME
-
 static int km_has(const void *keydata, int selection)
 {
     const P11M_KEY *key = keydata;
@@ -119,7 +117,7 @@ static int km_import_into(P11M_KEY *key, int selection, const OSSL_PARAM params[
     if (key->obj != NULL)
         return 0;
     ctx = EVP_PKEY_CTX_new_from_name(key->prov->libctx, p11m_key_type_name(key->type),
-                                     NOT_US);
+                                     P11M_NOT_US);
     ok = ctx != NULL && EVP_PKEY_fromdata_init(ctx) > 0 &&
          EVP_PKEY_fromdata(ctx, &pub, km_fromdata_selection(selection),
                            (OSSL_PARAM *) params) > 0;
@@ -222,8 +220,8 @@ static int km_validate(const void *keydata, int selection, int checktype)
     int ok;
 
     (void) checktype;
-    if (key->pub == NULL ||
-        (ctx = EVP_PKEY_CTX_new_from_pkey(key->prov->libctx, key->pub, NOT_US)) == NULL)
+    if (key->pub == NULL || (ctx = EVP_PKEY_CTX_new_from_pkey(key->prov->libctx, key->pub,
+                                                              P11M_NOT_US)) == NULL)
         return 0;
     if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) && key->obj == NULL)
         ok = EVP_PKEY_check(ctx) > 0;
@@ -249,9 +247,9 @@ static int km_gen_start(KM_GEN *gen, EVP_PKEY *templ)
 {
     EVP_PKEY_CTX_free(gen->ctx);
     gen->ctx = templ != NULL
-                   ? EVP_PKEY_CTX_new_from_pkey(gen->prov->libctx, templ, NOT_US)
-                   : EVP_PKEY_CTX_new_from_name(gen->prov->libctx,
-                                                p11m_key_type_name(gen->type), NOT_US);
+                   ? EVP_PKEY_CTX_new_from_pkey(gen->prov->libctx, templ, P11M_NOT_US)
+                   : EVP_PKEY_CTX_new_from_name(
+                         gen->prov->libctx, p11m_key_type_name(gen->type), P11M_NOT_US);
     if (gen->ctx == NULL)
         return 0;
     if (gen->selection & OSSL_KEYMGMT_SELECT_KEYPAIR)
@@ -322,7 +320,8 @@ static void *km_gen(void *genctx, OSSL_CALLBACK *cb, void *cbarg)
 /* What the software provider's generator of this type takes. */
 static const OSSL_PARAM *km_gen_settable(P11M_PROV *prov, enum p11m_key_type type)
 {
-    EVP_KEYMGMT *km = EVP_KEYMGMT_fetch(prov->libctx, p11m_key_type_name(type), NOT_US);
+    EVP_KEYMGMT *km =
+        EVP_KEYMGMT_fetch(prov->libctx, p11m_key_type_name(type), P11M_NOT_US);
     const OSSL_PARAM *p = km != NULL ? EVP_KEYMGMT_gen_settable_params(km) : NULL;
 
     EVP_KEYMGMT_free(km); /* the parameter list is static in the provider */

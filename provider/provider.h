@@ -13,6 +13,8 @@
 
 #define P11M_PROV_NAME "p11mtls"
 #define P11M_PROP      "provider=p11mtls"
+/* For fetching what another provider implements: never p11mtls itself. */
+#define P11M_NOT_US "provider!=" P11M_PROV_NAME
 
 typedef struct p11m_prov {
     const OSSL_CORE_HANDLE *handle;

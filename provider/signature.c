@@ -19,7 +19,6 @@
 
 #include "provider.h"
 
-#define NOT_US       "provider!=" P11M_PROV_NAME
 #define MAX_ONE_SHOT 65536 /* beyond this, hash in software even if the token could */
 #define MAX_SIG      1024  /* RSA-8192 */
 
@@ -649,7 +648,8 @@ static int sig_soft_sign_init(SIG_CTX *ctx, void *keydata, const OSSL_PARAM para
 {
     if (!sig_verify_key(ctx, keydata))
         return 0;
-    ctx->dpctx = EVP_PKEY_CTX_new_from_pkey(ctx->prov->libctx, ctx->key->pub, NOT_US);
+    ctx->dpctx =
+        EVP_PKEY_CTX_new_from_pkey(ctx->prov->libctx, ctx->key->pub, P11M_NOT_US);
     return ctx->dpctx != NULL && EVP_PKEY_sign_init_ex(ctx->dpctx, params) > 0;
 }
 
@@ -661,7 +661,7 @@ static int sig_soft_digest_sign_init(SIG_CTX *ctx, void *keydata, const char *md
     if (mdname != NULL && *mdname == '\0')
         mdname = NULL;
     return EVP_DigestSignInit_ex(ctx->dmdctx, &ctx->dpctx, mdname, ctx->prov->libctx,
-                                 NOT_US, ctx->key->pub, params) > 0;
+                                 P11M_NOT_US, ctx->key->pub, params) > 0;
 }
 
 static int sig_verify_init(void *vctx, void *keydata, const OSSL_PARAM params[])
@@ -670,7 +670,8 @@ static int sig_verify_init(void *vctx, void *keydata, const OSSL_PARAM params[])
 
     if (!sig_verify_key(ctx, keydata))
         return 0;
-    ctx->dpctx = EVP_PKEY_CTX_new_from_pkey(ctx->prov->libctx, ctx->key->pub, NOT_US);
+    ctx->dpctx =
+        EVP_PKEY_CTX_new_from_pkey(ctx->prov->libctx, ctx->key->pub, P11M_NOT_US);
     return ctx->dpctx != NULL && EVP_PKEY_verify_init_ex(ctx->dpctx, params) > 0;
 }
 
@@ -693,7 +694,7 @@ static int sig_digest_verify_init(void *vctx, const char *mdname, void *keydata,
     if (mdname != NULL && *mdname == '\0')
         mdname = NULL;
     return EVP_DigestVerifyInit_ex(ctx->dmdctx, &ctx->dpctx, mdname, ctx->prov->libctx,
-                                   NOT_US, ctx->key->pub, params) > 0;
+                                   P11M_NOT_US, ctx->key->pub, params) > 0;
 }
 
 static int sig_digest_verify_update(void *vctx, const unsigned char *data, size_t len)
@@ -942,7 +943,7 @@ static int sig_set_ctx_params(void *vctx, const OSSL_PARAM params[])
         EVP_MD *md;
 
         if (!OSSL_PARAM_get_utf8_string_ptr(p, &s) ||
-            (md = EVP_MD_fetch(ctx->prov->libctx, s, NOT_US)) == NULL)
+            (md = EVP_MD_fetch(ctx->prov->libctx, s, P11M_NOT_US)) == NULL)
             return 0;
         EVP_MD_free(ctx->mgf1_md);
         ctx->mgf1_md = md;

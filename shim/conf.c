@@ -8,7 +8,6 @@
  * file asks for fail-closed (on_config_error = abort).
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -16,17 +15,16 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "p11m_config.h"
+#include "p11m_util.h"
 #include "shim.h"
 
-#define CONF_MAIN         "p11mtls"
-#define CONF_DEFAULT_PATH P11M_SYSCONFDIR "/p11mtls/p11mtls.conf"
-#define CONF_MAX_ERRORS   20
+#define CONF_MAIN       "p11mtls"
+#define CONF_MAX_ERRORS 20
 /* A configuration is a few kilobytes; anything this big is a mistake. */
-#define CONF_MAX_SIZE      (1024 * 1024)
-#define CONF_MAX_SIZE_TEXT "1 MiB"
+#define CONF_MAX_SIZE  (1024 * 1024)
+#define CONF_ERROR_MAX 768 /* one error line */
 
 typedef STACK_OF(CONF_VALUE) conf_section;
 
@@ -128,49 +126,17 @@ static bool conf_printable(const char *v)
     return true;
 }
 
-/*
- * The text of a configuration file: only a regular file, opened non-blocking (a FIFO or
- * a device named by mistake must not stall the program at its first SSL_CTX_new), and
- * at most CONF_MAX_SIZE bytes. NULL with the error recorded otherwise.
- */
+/* The text of a configuration file (p11m_file_read: regular, non-blocking, bounded).
+ * NULL with the error recorded otherwise. */
 static char *conf_read_file(struct shim_conf *c, const char *path, size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    struct stat sb;
+    char what[CONF_ERROR_MAX], err[CONF_ERROR_MAX];
     char *text;
-    size_t got = 0;
 
-    if (fd < 0) {
-        conf_error(c, "%s: cannot read: %s", path, strerror(errno));
-        return NULL;
-    }
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        conf_error(c, "%s: cannot read: not a regular file", path);
-        close(fd);
-        return NULL;
-    }
-    if (sb.st_size > CONF_MAX_SIZE) {
-        conf_error(c, "%s: cannot read: larger than " CONF_MAX_SIZE_TEXT, path);
-        close(fd);
-        return NULL;
-    }
-    text = malloc((size_t) sb.st_size + 1);
-    while (text != NULL && got < (size_t) sb.st_size) {
-        ssize_t n = read(fd, text + got, (size_t) sb.st_size - got);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t) n;
-    }
-    close(fd);
-    if (text == NULL) {
-        conf_error(c, "%s: out of memory", path);
-        return NULL;
-    }
-    text[got] = '\0';
-    *len = got;
+    shim_fmt(what, sizeof(what), "%s: cannot read", path);
+    text = p11m_file_read(path, what, CONF_MAX_SIZE, 0, len, err, sizeof(err));
+    if (text == NULL)
+        conf_error(c, "%s", err);
     return text;
 }
 
@@ -430,7 +396,7 @@ static void conf_identity(struct conf_state *st, const char *ids_sect,
         conf_bad(st, ic->section, "cert", "missing (a pkcs11: URI or a PEM file)");
     if (ic->chain != NULL && ic->chain[0] != '/')
         conf_bad(st, ic->section, "chain", "\"%s\" is not an absolute path", ic->chain);
-    if (ic->pin_source != NULL && !shim_pin_source_valid(ic->pin_source))
+    if (ic->pin_source != NULL && !p11m_pinsrc_valid(ic->pin_source))
         conf_bad(st, ic->section, "pin_source",
                  "\"%s\" is not file:/ABSOLUTE/PATH or env:NAME", ic->pin_source);
 }
@@ -662,10 +628,10 @@ static void conf_report(const struct shim_conf *c)
 
 static void conf_init(void)
 {
-    const char *env = secure_getenv("P11MTLS_CONF");
-    bool explicit = env != NULL && *env != '\0';
+    int named;
+    const char *path = p11m_conf_path(&named);
 
-    conf_process = shim_conf_load(explicit ? env : CONF_DEFAULT_PATH, explicit);
+    conf_process = shim_conf_load(path, named);
     if (conf_process == NULL)
         return;
     shim_log_configure(conf_process->log_target, conf_process->log_file,

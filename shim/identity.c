@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "p11m_util.h"
 #include "shim.h"
 
 /* A failed load is retried after this long, so a token inserted later is found. */
@@ -256,7 +257,7 @@ static void identity_fail(char *why, size_t len, const char *what, const char *w
         shim_fmt(err, sizeof(err), "%s", shim_pin_error());
     else
         shim_ossl_error_text(err, sizeof(err), true);
-    shim_log_redact_uri(where, shown, sizeof(shown));
+    p11m_redact(where, shown, sizeof(shown));
     shim_fmt(why, len, "%s %s%s%s", what, shown, err[0] ? ": " : "", err);
 }
 

@@ -11,7 +11,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -122,25 +121,4 @@ void shim_fmt(char *buf, size_t len, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf, len, fmt, ap);
     va_end(ap);
-}
-
-void shim_log_redact_uri(const char *uri, char *out, size_t outlen)
-{
-    static const char attr[] = "pin-value=";
-    size_t o = 0;
-
-    if (outlen == 0)
-        return;
-    while (*uri != '\0' && o + 1 < outlen) {
-        if (strncasecmp(uri, attr, sizeof(attr) - 1) == 0) {
-            int n = snprintf(out + o, outlen - o, "%s***", attr);
-
-            o = n < 0 || (size_t) n >= outlen - o ? outlen - 1 : o + (size_t) n;
-            uri += sizeof(attr) - 1;
-            uri += strcspn(uri, ";?&");
-            continue;
-        }
-        out[o++] = *uri++;
-    }
-    out[o] = '\0';
 }

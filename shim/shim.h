@@ -29,8 +29,6 @@ void shim_log(enum shim_level level, const char *fmt, ...)
 /* snprintf for messages, where cutting a long text short is acceptable. */
 void shim_fmt(char *buf, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Copy uri to out with any pin-value replaced by "***". */
-void shim_log_redact_uri(const char *uri, char *out, size_t outlen);
 
 /* ---- destinations and patterns (rules.c, dest.c) ---- */
 
@@ -148,15 +146,12 @@ bool shim_identity_ca_match(const struct shim_identity *id, const SSL *ssl, char
                             size_t len);
 
 /*
- * Read a PIN from "file:PATH" or "env:NAME"; false if none (pin.c). A PIN file must be a
- * regular file that group and others cannot access, as the provider requires. Why the
- * last read of this thread failed is kept for the log line (shim_pin_error(), "" if it
- * did not).
+ * PIN sources follow the rules of p11m_util.h, as in the provider. Why the last PIN read
+ * of this thread (in the UI method) failed is kept for the log line (shim_pin_error(),
+ * "" if it did not).
  */
-bool shim_pin_read(const char *source, char *pin, size_t len);
 const char *shim_pin_error(void);
 void shim_pin_error_clear(void);
-bool shim_pin_source_valid(const char *source);
 /* key with "pin-source=<source>" added to the query (malloc'd), or a copy of key. */
 char *shim_pin_uri(const char *key, const char *source);
 /* A UI method that answers prompts from the identity's pin_source and never asks. */

@@ -22,6 +22,7 @@
 #include <openssl/ui.h>
 
 #include "p11m_config.h"
+#include "p11m_util.h"
 #include "pubkey.h"
 #include "tool.h"
 
@@ -532,41 +533,19 @@ OSSL_LIB_CTX *tool_libctx(const char *provider_path)
     return lc;
 }
 
-/* Appends "&name=<value>" (or "?...") to a URI's query, percent-encoding the value. */
-static char *uri_add_query(const char *uri, const char *name, const char *value)
-{
-    size_t cap = strlen(uri) + strlen(name) + 3 * strlen(value) + 4;
-    char *out = malloc(cap), *p;
-
-    if (out == NULL)
-        return NULL;
-    p = out + snprintf(out, cap, "%s%c%s=", uri, strchr(uri, '?') ? '&' : '?', name);
-    for (; *value != '\0'; value++) {
-        unsigned char c = (unsigned char) *value;
-
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            strchr("-._~/:", c) != NULL)
-            *p++ = (char) c;
-        else
-            p += sprintf(p, "%%%02X", c);
-    }
-    *p = '\0';
-    return out;
-}
-
 /* uri with pin-source= and module-path= added where given and not there yet. */
 static char *uri_for_provider(const char *uri, const char *pin_source, const char *module)
 {
     char *s = strdup(uri), *t;
 
-    if (s != NULL && pin_source != NULL && strstr(s, "pin-source=") == NULL) {
-        t = uri_add_query(s, "pin-source", pin_source);
+    if (s != NULL && pin_source != NULL && !p11m_query_has(s, "pin-source")) {
+        t = p11m_query_add(s, "pin-source", pin_source);
         free(s);
         s = t;
     }
-    if (s != NULL && module != NULL && strstr(s, "module-path=") == NULL &&
-        strstr(s, "module-name=") == NULL) {
-        t = uri_add_query(s, "module-path", module);
+    if (s != NULL && module != NULL && !p11m_query_has(s, "module-path") &&
+        !p11m_query_has(s, "module-name")) {
+        t = p11m_query_add(s, "module-path", module);
         free(s);
         s = t;
     }

@@ -156,9 +156,10 @@ unsigned p11m_fork_generation(void);
 /* ---- PIN sources (pin.c) ---- */
 
 /*
- * A PIN source: "file:PATH" (the file must not be readable by group or others),
- * "env:NAME", or a literal given in a URI as pin-value. The PIN is read when a login
- * needs it, passed to C_Login and cleansed at once; it is never copied anywhere else.
+ * A PIN source: "file:/ABSOLUTE/PATH" or "env:NAME", with the rules of p11m_util.h
+ * (shared with the preload library and the tool), or a literal given in a URI as
+ * pin-value. The PIN is read when a login needs it, passed to C_Login and cleansed at
+ * once; it is never copied anywhere else.
  */
 typedef struct p11m_pin {
     char buf[256];

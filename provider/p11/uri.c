@@ -8,6 +8,7 @@
 #include <p11-kit/p11-kit.h>
 
 #include "p11m.h"
+#include "p11m_util.h"
 
 P11KitUri *p11m_uri_parse(const char *s)
 {
@@ -77,19 +78,10 @@ P11M_MODULE *p11m_uri_module(P11KitUri *uri, const char *default_path,
 char *p11m_uri_redact(const char *s)
 {
     /* Each "pin-value=" (10 bytes) may grow by at most 3: twice the length suffices. */
-    char *out = malloc(2 * strlen(s) + 4);
-    char *p = out;
+    size_t len = 2 * strlen(s) + 4;
+    char *out = malloc(len);
 
     if (out != NULL)
-        strcpy(out, s);
-    /* Attribute names are case-insensitive to some parsers: redact any spelling. */
-    while (p != NULL && (p = strcasestr(p, "pin-value=")) != NULL) {
-        char *v = p + 10;
-        size_t n = strcspn(v, ";?&");
-
-        memmove(v + 3, v + n, strlen(v + n) + 1);
-        memcpy(v, "***", 3);
-        p = v + 3;
-    }
+        p11m_redact(s, out, len);
     return out;
 }

@@ -4,4 +4,4 @@ source "$P11M_SRCDIR/tests/fixtures/lib.sh"
 fx_workdir core
 fx_token || bail_out "token fixture could not be built"
 (umask 077 && echo 0000 >bad-pin.txt)
-exec "$P11M_BUILDDIR/tests/core/tcore" "$FX_PIN_FILE" "$WORK/bad-pin.txt"
+exec "$P11M_BUILDDIR/tests/core/tcore" "file:$FX_PIN_FILE" "file:$WORK/bad-pin.txt"

@@ -171,13 +171,16 @@ static int make_always_auth_key(P11M_TOKEN *tok)
 static void test_pin_sources(const char *pinfile)
 {
     P11M_PIN pin;
-    char path[] = "/tmp/tcore-pin-XXXXXX";
+    char spec[] = "file:/tmp/tcore-pin-XXXXXX", *path = spec + 5;
     FILE *f;
     int fd;
 
     t_ok(p11m_pin_source_valid(pinfile) && p11m_pin_read(pinfile, &pin),
-         "pin source: a bare absolute path (RFC 7512 style) is read");
+         "pin source: file:/ABSOLUTE/PATH is read");
     p11m_pin_cleanse(&pin);
+    t_ok(!p11m_pin_source_valid(pinfile + 5) && !p11m_pin_read(pinfile + 5, &pin) &&
+             !p11m_pin_source_valid("file:pin.txt"),
+         "pin source: a bare path and a relative file: path are refused");
     t_ok(!p11m_pin_source_valid("nonsense:x") && !p11m_pin_source_valid("file:") &&
              p11m_pin_source_valid("env:X") && p11m_pin_source_valid("file:/x"),
          "pin source: syntax checks");
@@ -194,11 +197,11 @@ static void test_pin_sources(const char *pinfile)
     fputs("1234\n", f);
     fclose(f);
     chmod(path, 0644);
-    t_ok(!p11m_pin_read(path, &pin) &&
+    t_ok(!p11m_pin_read(spec, &pin) &&
              strstr(p11m_last_error(NULL), "accessible by group or others") != NULL,
          "pin source: a file readable by others is refused");
     chmod(path, 0600);
-    t_ok(p11m_pin_read(path, &pin) && pin.len == 4,
+    t_ok(p11m_pin_read(spec, &pin) && pin.len == 4,
          "pin source: a private file is read, newline dropped");
     p11m_pin_cleanse(&pin);
     remove(path);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "p11m_util.h"
 #include "shim.h"
 #include "tap.h"
 
@@ -144,12 +145,12 @@ static void test_redaction(void)
 {
     char out[256];
 
-    shim_log_redact_uri("pkcs11:token=t;id=%01?pin-value=1234&module-path=/m.so", out,
-                        sizeof(out));
+    p11m_redact("pkcs11:token=t;id=%01?pin-value=1234&module-path=/m.so", out,
+                sizeof(out));
     tap_ok(strstr(out, "1234") == NULL && strstr(out, "pin-value=***") != NULL &&
                strstr(out, "module-path=/m.so") != NULL,
            "pin-value redacted: %s", out);
-    shim_log_redact_uri("pkcs11:token=t;pin-value=secret", out, sizeof(out));
+    p11m_redact("pkcs11:token=t;pin-value=secret", out, sizeof(out));
     tap_ok(strcmp(out, "pkcs11:token=t;pin-value=***") == 0,
            "path pin-value redacted: %s", out);
 }
