@@ -60,7 +60,8 @@ int p11m_pinsrc_read(const char *spec, char *pin, size_t cap, size_t *len, char 
 int p11m_query_has(const char *uri, const char *name);
 /* uri with "name=value" appended to its query, value percent-encoded (malloc'd). */
 char *p11m_query_add(const char *uri, const char *name, const char *value);
-/* uri copied to out (outlen > 0) with every pin-value replaced by "***", for logs. */
+/* uri copied to out (outlen > 0) with the value of every pin-value (any letter case)
+ * replaced by "***", for logs. */
 void p11m_redact(const char *uri, char *out, size_t outlen);
 
 /* ---- the preload library's configuration (conf.c) ---- */

@@ -69,7 +69,8 @@ void p11m_redact(const char *uri, char *out, size_t outlen)
     while (*uri != '\0' && o + 1 < outlen) {
         /* Attribute names are case-insensitive to some parsers: redact any spelling. */
         if (strncasecmp(uri, attr, sizeof(attr) - 1) == 0) {
-            int n = snprintf(out + o, outlen - o, "%s***", attr);
+            /* the name as written, so the line still shows where the PIN was */
+            int n = snprintf(out + o, outlen - o, "%.*s***", (int) sizeof(attr) - 1, uri);
 
             o = n < 0 || (size_t) n >= outlen - o ? outlen - 1 : o + (size_t) n;
             uri += sizeof(attr) - 1;
