@@ -48,49 +48,76 @@ static bool decide_program_owns(const struct decision *d)
     return false;
 }
 
-static int decide_unavailable(const struct decision *d, const struct shim_rule *r,
-                              const char *why)
+/* true if the identity of r can be presented now; else false with v->why. */
+static bool decide_usable(SSL *ssl, const struct shim_conf *c, const struct shim_rule *r,
+                          const char *unusable, struct shim_verdict *v)
 {
-    const char *identity = d->c->ids[r->identity].name;
-
-    if (r->abort_unavailable) {
-        shim_log(SHIM_ERROR,
-                 "dest=%s (%s) %s rule=%s identity=%s: not presented: %s; "
-                 "handshake aborted (on_unavailable = abort)",
-                 d->dest, d->source, decide_tls(d), r->name, identity, why);
-        return 0;
+    if (unusable != NULL) {
+        shim_fmt(v->why, sizeof(v->why), "%s", unusable);
+        return false;
     }
-    shim_log(SHIM_WARN,
-             "dest=%s (%s) %s rule=%s identity=%s: not presented: %s; "
-             "continuing without a client certificate",
-             d->dest, d->source, decide_tls(d), r->name, identity, why);
-    return 1;
-}
-
-static int decide_present(const struct decision *d, const struct shim_rule *r)
-{
-    const char *name = d->c->ids[r->identity].name;
-    const struct shim_identity *id;
-    char why[512] = "";
-
-    id = shim_identity_get(d->c, r->identity, why, sizeof(why));
-    if (id == NULL)
-        return decide_unavailable(d, r, why);
-    if (!shim_identity_valid_now(id, why, sizeof(why)))
-        return decide_unavailable(d, r, why);
-    if (r->require_ca_match && !shim_identity_ca_match(id, d->ssl, why, sizeof(why)))
-        return decide_unavailable(d, r, why);
-    if (shim_fn.SSL_use_cert_and_key(d->ssl, id->cert, id->key, id->chain, 1) != 1) {
+    v->id = shim_identity_get(c, r->identity, v->why, sizeof(v->why));
+    if (v->id == NULL || !shim_identity_valid_now(v->id, v->why, sizeof(v->why)))
+        return false;
+    if (ssl == NULL)
+        return true;
+    if (r->require_ca_match &&
+        !shim_identity_ca_match(v->id, ssl, v->why, sizeof(v->why)))
+        return false;
+    if (shim_fn.SSL_use_cert_and_key(ssl, v->id->cert, v->id->key, v->id->chain, 1) !=
+        1) {
         char err[256];
 
         shim_ossl_error_text(err, sizeof(err), true);
-        shim_fmt(why, sizeof(why), "libssl refused the key and certificate: %s", err);
-        return decide_unavailable(d, r, why);
+        shim_fmt(v->why, sizeof(v->why), "libssl refused the key and certificate: %s",
+                 err);
+        return false;
+    }
+    return true;
+}
+
+void shim_decide_dest(SSL *ssl, const struct shim_conf *c, const struct shim_dest *dest,
+                      const char *unusable, struct shim_verdict *v)
+{
+    memset(v, 0, sizeof(*v));
+    v->rule = shim_rules_find(c, dest);
+    if (v->rule == NULL)
+        v->action = SHIM_NO_RULE;
+    else if (decide_usable(ssl, c, v->rule, unusable, v))
+        v->action = SHIM_PRESENT;
+    else /* the rule says whether the handshake goes on */
+        v->action = v->rule->abort_unavailable ? SHIM_ABORT : SHIM_SKIP;
+}
+
+/* One log line for the decision; 0 to abort the handshake. */
+static int decide_log(const struct decision *d, const struct shim_dest *dest,
+                      const struct shim_verdict *v)
+{
+    const char *identity = v->rule != NULL ? d->c->ids[v->rule->identity].name : "";
+
+    switch (v->action) {
+    case SHIM_NO_RULE:
+        shim_log(SHIM_INFO, "dest=%s (%s) %s: %s; no certificate from p11mtls", d->dest,
+                 d->source, decide_tls(d),
+                 dest->source == NULL ? "destination unknown, no rule can match"
+                                      : "no rule matches");
+        return 1;
+    case SHIM_SKIP:
+    case SHIM_ABORT:
+        shim_log(v->action == SHIM_ABORT ? SHIM_ERROR : SHIM_WARN,
+                 "dest=%s (%s) %s rule=%s identity=%s: not presented: %s; %s", d->dest,
+                 d->source, decide_tls(d), v->rule->name, identity, v->why,
+                 v->action == SHIM_ABORT ? "handshake aborted (on_unavailable = abort)"
+                                         : "continuing without a client certificate");
+        return v->action != SHIM_ABORT;
+    case SHIM_PRESENT:
+        break;
     }
     shim_log(SHIM_INFO,
              "dest=%s (%s) %s rule=%s identity=%s: presented subject=\"%s\" "
              "serial=%s%s",
-             d->dest, d->source, decide_tls(d), r->name, name, id->subject, id->serial,
+             d->dest, d->source, decide_tls(d), v->rule->name, identity, v->id->subject,
+             v->id->serial,
              shim_fn.SSL_version(d->ssl) == TLS1_3_VERSION
                  ? " (TLS 1.3: if the server rejects it, the program sees the error at "
                    "its first read)"
@@ -101,7 +128,7 @@ static int decide_present(const struct decision *d, const struct shim_rule *r)
 int shim_decide(SSL *ssl, const struct shim_conf *c)
 {
     struct decision d = {.ssl = ssl, .c = c};
-    const struct shim_rule *r;
+    struct shim_verdict v;
     struct shim_dest dest;
 
     shim_dest_from_ssl(ssl, &dest);
@@ -109,13 +136,6 @@ int shim_decide(SSL *ssl, const struct shim_conf *c)
     d.source = dest.source != NULL ? dest.source : "no SNI, verify host or socket";
     if (decide_program_owns(&d))
         return 1;
-    r = shim_rules_find(c, &dest);
-    if (r == NULL) {
-        shim_log(SHIM_INFO, "dest=%s (%s) %s: %s; no certificate from p11mtls", d.dest,
-                 d.source, decide_tls(&d),
-                 dest.source == NULL ? "destination unknown, no rule can match"
-                                     : "no rule matches");
-        return 1;
-    }
-    return decide_present(&d, r);
+    shim_decide_dest(ssl, c, &dest, NULL, &v);
+    return decide_log(&d, &dest, &v);
 }

@@ -73,9 +73,11 @@ static void identity_postfork_child(void)
 
 /* ---- library context and provider ---- */
 
+static const struct shim_conf *identity_conf; /* the first caller's, for identity_init */
+
 static void identity_init(void)
 {
-    const struct shim_conf *c = shim_conf_get();
+    const struct shim_conf *c = __atomic_load_n(&identity_conf, __ATOMIC_RELAXED);
     OSSL_LIB_CTX *lc;
 
     if (c == NULL || c->nids == 0)
@@ -397,6 +399,8 @@ const struct shim_identity *shim_identity_get(const struct shim_conf *c, size_t 
     const struct shim_identity *id = NULL;
     struct id_slot *s;
 
+    /* the process configuration; doctor's when doctor asks (it reads its own) */
+    __atomic_store_n(&identity_conf, c, __ATOMIC_RELAXED);
     pthread_once(&identity_once, identity_init);
     if (identity_libctx == NULL || idx >= nslots) {
         shim_fmt(why, len, "private library context unavailable");

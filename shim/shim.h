@@ -159,6 +159,32 @@ UI_METHOD *shim_pin_ui_method(void);
 
 /* ---- the decision (decide.c) ---- */
 
+enum shim_action {
+    SHIM_NO_RULE, /* no rule matches: no certificate from p11mtls */
+    SHIM_PRESENT, /* the rule's identity is presented */
+    SHIM_SKIP,    /* it cannot be: the handshake goes on without a certificate */
+    SHIM_ABORT,   /* it cannot be and on_unavailable = abort: the handshake fails */
+};
+
+struct shim_verdict {
+    enum shim_action action;
+    const struct shim_rule *rule;   /* NULL with SHIM_NO_RULE */
+    const struct shim_identity *id; /* the loaded identity, if it could be loaded */
+    char why[512];                  /* SKIP, ABORT: why it is not presented */
+};
+
+/*
+ * What the preload library does for dest, and the one place that decides it (p11mtls
+ * doctor asks it too): the first rule matching dest, its identity (loaded and cached on
+ * first use, token login included), the identity's validity now and, with ssl (inside
+ * a certificate callback), the server's acceptable-CA list under require_ca_match; with
+ * ssl and SHIM_PRESENT the identity is installed on ssl. unusable, when not NULL, is a
+ * reason the identity must not be loaded at all (doctor: the token already refused the
+ * PIN, which must not be tried again).
+ */
+void shim_decide_dest(SSL *ssl, const struct shim_conf *c, const struct shim_dest *dest,
+                      const char *unusable, struct shim_verdict *v);
+
 /* Run at a CertificateRequest on a client SSL: 1 to continue, 0 to abort the handshake.
  */
 int shim_decide(SSL *ssl, const struct shim_conf *c);

@@ -2,8 +2,9 @@
  * doctor.c - "p11mtls doctor": explains, step by step, whether this device would present
  * its client certificate to a destination, why not, and what to do about it.
  *
- * The configuration is read and matched by the shim's own code (shim/conf.c and
- * shim/rules.c, linked in), so the answer is the one the preload library would give.
+ * The configuration is read, matched and decided on by the shim's own code (shim/conf.c,
+ * shim/rules.c and shim_decide_dest() in shim/decide.c, linked in): the verdict and
+ * what the TLS check presents are the preload library's own, never a re-statement.
  * Token checks go through the PKCS#11 core and never cost a PIN retry: the PIN flags are
  * read before the one login, a refused PIN is never tried again, and nothing that would
  * log in runs after a failed login. The TLS checks make one real connection in-process,
@@ -29,11 +30,11 @@
 #include <openssl/x509v3.h>
 
 #include "p11m_config.h"
+#include "p11m_util.h"
 #include "shim.h"
 #include "tool.h"
 
 #define CMD           "doctor"
-#define DOC_CONF_PATH P11M_SYSCONFDIR "/p11mtls/p11mtls.conf" /* the shim's default */
 #define DOC_WARN_DAYS 30
 #define DOC_HOST_MAX  256
 
@@ -60,6 +61,7 @@ struct doc {
     int port;
     int is_ip;
     int https;
+    struct shim_dest dest; /* as the preload library would see it */
     const struct shim_rule *rule;
     /* identity */
     const struct shim_identity_conf *ic;
@@ -133,11 +135,8 @@ static const char *doc_ossl_error(char *buf, size_t len)
 
 static int doc_config(struct doc *d)
 {
-    const char *env = getenv("P11MTLS_CONF");
-    int explicit = d->o->config != NULL || (env != NULL && *env != '\0');
-    const char *path = d->o->config != NULL ? d->o->config
-                       : explicit           ? env
-                                            : DOC_CONF_PATH;
+    int explicit = 1;
+    const char *path = d->o->config != NULL ? d->o->config : p11m_conf_path(&explicit);
     struct shim_conf *c;
 
     if (!shim_ossl_ready()) {
@@ -146,6 +145,15 @@ static int doc_config(struct doc *d)
     }
     c = shim_conf_load(path, explicit);
     d->c = c;
+    /* the provider the preload library loads identities with, as in doc_provider() */
+    if (c != NULL && d->o->provider != NULL) {
+        char *p = strdup(d->o->provider);
+
+        if (p == NULL)
+            return 0;
+        free(c->provider);
+        c->provider = p;
+    }
     if (c == NULL || !c->present) {
         doc_line(d, DOC_FAIL, "config",
                  "no configuration at %s: the preload library "
@@ -221,18 +229,18 @@ static int doc_parse_dest(struct doc *d, const char *arg)
 
 static int doc_rule(struct doc *d)
 {
-    struct shim_dest dest;
+    struct shim_dest *dest = &d->dest;
     char shown[DOC_HOST_MAX + 16];
 
-    memset(&dest, 0, sizeof(dest));
-    dest.port = d->port;
-    if (!shim_dest_set_name(&dest, d->host, d->is_ip ? "verify-ip" : "sni")) {
+    memset(dest, 0, sizeof(*dest));
+    dest->port = d->port;
+    if (!shim_dest_set_name(dest, d->host, d->is_ip ? "verify-ip" : "sni")) {
         doc_line(d, DOC_FAIL, "rule", "'%s' is neither a host name nor an IP address",
                  d->host);
         return 0;
     }
-    shim_dest_format(&dest, shown, sizeof(shown));
-    d->rule = shim_rules_find(d->c, &dest);
+    shim_dest_format(dest, shown, sizeof(shown));
+    d->rule = shim_rules_find(d->c, dest);
     if (d->rule == NULL) {
         doc_line(d, DOC_FAIL, "rule",
                  "no rule matches %s: no certificate is presented "
@@ -252,7 +260,7 @@ static int doc_rule(struct doc *d)
     for (size_t i = 0; i < d->rule->npatterns; i++) {
         const struct shim_pattern *p = &d->rule->patterns[i];
 
-        if (!shim_pattern_match(p, &dest))
+        if (!shim_pattern_match(p, dest))
             continue;
         if (p->port >= 0)
             doc_line(d, DOC_INFO, "rule",
@@ -794,33 +802,40 @@ struct doc_tls {
     STACK_OF(X509_NAME) * cas;
     int ca_match; /* -1 not checked */
     char ca_why[512];
-    int presented;
+    struct shim_verdict v; /* the preload library's decision at the request */
 };
 
-/* The certificate callback: runs only when the server sent a CertificateRequest. */
+/*
+ * Why the preload library's decision must not load the identity: after a refused PIN
+ * (or a PIN state that forbids a login) the PIN is never tried again. NULL otherwise.
+ */
+static const char *doc_unusable(const struct doc *d)
+{
+    return d->login_failed ? "the token refused the PIN, or its PIN state forbids a "
+                             "login (see above)"
+                           : NULL;
+}
+
+/*
+ * The certificate callback: runs only when the server sent a CertificateRequest. The
+ * preload library's own decision runs here, on this connection, and is carried out as
+ * it would be: the identity installed, or none, or the handshake aborted.
+ */
 static int doc_cert_cb(SSL *ssl, void *arg)
 {
     struct doc_tls *t = arg;
     struct doc *d = t->d;
     const STACK_OF(X509_NAME) *cas = SSL_get0_peer_CA_list(ssl);
-    struct shim_identity sid;
 
     t->cr_seen = 1;
     if (cas != NULL && t->cas == NULL)
         t->cas = sk_X509_NAME_deep_copy(cas, X509_NAME_dup, X509_NAME_free);
-    if (d->cert == NULL)
-        return 1;
-    memset(&sid, 0, sizeof(sid));
-    sid.key = d->pkey;
-    sid.cert = d->cert;
-    sid.chain = d->chain;
-    t->ca_match = shim_identity_ca_match(&sid, ssl, t->ca_why, sizeof(t->ca_why));
-    if (!d->identity_ok || d->pkey == NULL ||
-        (!t->ca_match && d->rule != NULL && d->rule->require_ca_match))
-        return 1; /* what the preload library would do: continue without a certificate */
-    t->presented = SSL_use_cert_and_key(ssl, d->cert, d->pkey, d->chain, 1) == 1;
+    shim_decide_dest(ssl, d->c, &d->dest, doc_unusable(d), &t->v);
+    /* also without require_ca_match: a server that names other CAs will reject ours */
+    if (t->v.id != NULL)
+        t->ca_match = shim_identity_ca_match(t->v.id, ssl, t->ca_why, sizeof(t->ca_why));
     ERR_clear_error();
-    return 1;
+    return t->v.action != SHIM_ABORT;
 }
 
 static int doc_connect_fd(struct doc *d)
@@ -955,8 +970,15 @@ static void doc_ca_list(struct doc *d, struct doc_tls *t)
                  n == 1 ? "" : "s");
         return;
     }
+    if (t->ca_match < 0) {
+        doc_line(d, DOC_INFO, "ca-list",
+                 "the server names %d acceptable CA%s; not compared: the identity is "
+                 "unavailable",
+                 n, n == 1 ? "" : "s");
+        return;
+    }
     doc_line(d, d->rule != NULL && d->rule->require_ca_match ? DOC_FAIL : DOC_WARN,
-             "ca-list", "%s%s", t->ca_match == 0 ? t->ca_why : "server CA names",
+             "ca-list", "%s%s", t->ca_why,
              d->rule != NULL && d->rule->require_ca_match
                  ? ": with require_ca_match the identity is not presented"
                  : ": the server will probably reject the certificate");
@@ -1030,9 +1052,18 @@ static void doc_handshake_result(struct doc *d, SSL *ssl, struct doc_tls *t, int
     doc_line(d, DOC_OK, "request", "the server asks for a client certificate (%s)",
              SSL_get_version(ssl));
     doc_ca_list(d, t);
-    if (!t->presented) {
+    if (t->v.action == SHIM_ABORT) {
+        doc_line(d, DOC_FAIL, "handshake",
+                 "no certificate presented: %s; the preload library aborts the handshake "
+                 "(on_unavailable = abort)",
+                 t->v.why);
+        return;
+    }
+    if (t->v.action != SHIM_PRESENT) {
         doc_line(
-            d, hs_ok ? DOC_INFO : DOC_FAIL, "handshake", "no certificate presented%s%s",
+            d, hs_ok ? DOC_INFO : DOC_FAIL, "handshake",
+            "no certificate presented (%s)%s%s",
+            t->v.action == SHIM_NO_RULE ? "no rule matches" : t->v.why,
             hs_ok ? "" : "; the server refused the connection: ", hs_ok ? "" : hs_err);
         return;
     }
@@ -1056,7 +1087,7 @@ static void doc_handshake_result(struct doc *d, SSL *ssl, struct doc_tls *t, int
 
 static void doc_tls(struct doc *d)
 {
-    struct doc_tls t = {d, 0, NULL, -1, "", 0};
+    struct doc_tls t = {.d = d, .ca_match = -1};
     SSL_CTX *ctx = SSL_CTX_new_ex(d->lc, NULL, TLS_client_method());
     SSL *ssl = NULL;
     char err[256] = "";
@@ -1087,6 +1118,44 @@ done:
     SSL_CTX_free(ctx);
     close(fd);
     sk_X509_NAME_pop_free(t.cas, X509_NAME_free);
+}
+
+/* ---- the preload library's verdict ---- */
+
+/*
+ * What the preload library decides for the destination, asked of its own code (the
+ * identity is loaded the way it loads it); before any connection, so without the
+ * server's acceptable-CA list, which the TLS check adds.
+ */
+static void doc_decision(struct doc *d)
+{
+    struct shim_verdict v;
+    char shown[DOC_HOST_MAX + 16];
+
+    shim_dest_format(&d->dest, shown, sizeof(shown));
+    shim_decide_dest(NULL, d->c, &d->dest, doc_unusable(d), &v);
+    ERR_clear_error();
+    switch (v.action) {
+    case SHIM_NO_RULE:
+        doc_line(d, DOC_INFO, "decision",
+                 "the preload library presents nothing to %s: no rule matches", shown);
+        break;
+    case SHIM_PRESENT:
+        doc_line(d, DOC_OK, "decision",
+                 "the preload library presents identity '%s' to %s (subject %s, "
+                 "serial %s)",
+                 d->c->ids[v.rule->identity].name, shown, v.id->subject, v.id->serial);
+        break;
+    case SHIM_SKIP:
+    case SHIM_ABORT:
+        doc_line(d, DOC_FAIL, "decision",
+                 "the preload library does not present identity '%s' to %s: %s; %s",
+                 d->c->ids[v.rule->identity].name, shown, v.why,
+                 v.action == SHIM_ABORT
+                     ? "the handshake is aborted (on_unavailable = abort)"
+                     : "the handshake goes on without a client certificate");
+        break;
+    }
 }
 
 /* ---- the command ---- */
@@ -1121,7 +1190,10 @@ static int doc_run(const struct doc_opts *o)
         if (o->dest != NULL) {
             if (doc_rule(&d)) {
                 doc_identity(&d);
+                doc_decision(&d);
                 doc_tls(&d);
+            } else if (d.dest.source != NULL) {
+                doc_decision(&d);
             }
         } else {
             for (size_t i = 0; i < d.c->nids; i++) {
@@ -1167,7 +1239,7 @@ static void doctor_usage(FILE *out)
             "  --wait S        how long to wait for a late rejection (default 2)\n"
             "Exit status: 0 every check passed (warnings allowed), 3 a check failed,\n"
             "2 usage error.\n",
-            DOC_WARN_DAYS, DOC_CONF_PATH);
+            DOC_WARN_DAYS, p11m_conf_default());
 }
 
 /* tool_getopt: one option of the command into its options. */
