@@ -74,6 +74,12 @@ static void identity_postfork_child(void)
 /* ---- library context and provider ---- */
 
 static const struct shim_conf *identity_conf; /* the first caller's, for identity_init */
+static shim_libctx_prepare_fn *identity_prepare;
+
+void shim_identity_prepare(shim_libctx_prepare_fn *fn)
+{
+    identity_prepare = fn;
+}
 
 static void identity_init(void)
 {
@@ -90,6 +96,10 @@ static void identity_init(void)
     if (shim_fn.OSSL_PROVIDER_load(lc, "default") == NULL) {
         shim_log(SHIM_ERROR, "cannot load OpenSSL's default provider into the private "
                              "library context");
+        return;
+    }
+    if (identity_prepare != NULL && !identity_prepare(lc)) {
+        shim_log(SHIM_ERROR, "cannot prepare the private library context");
         return;
     }
     for (size_t i = 0; i < c->nids; i++) {

@@ -138,6 +138,14 @@ struct shim_identity {
  */
 const struct shim_identity *shim_identity_get(const struct shim_conf *c, size_t idx,
                                               char *why, size_t len);
+/*
+ * Not for the preload library: a program that links the shim's code (p11mtls doctor)
+ * and has the provider built in registers it in the private library context here,
+ * before the first identity loads, so that the process keeps a single PKCS#11 core.
+ * fn returns 1 on success. Call it before the first shim_identity_get().
+ */
+typedef int shim_libctx_prepare_fn(OSSL_LIB_CTX *lc);
+void shim_identity_prepare(shim_libctx_prepare_fn *fn);
 /* True if cert is one the shim installed (so a renegotiation may replace it). */
 bool shim_identity_owns(const X509 *cert);
 bool shim_identity_valid_now(const struct shim_identity *id, char *why, size_t len);
