@@ -145,6 +145,9 @@ static int doc_config(struct doc *d)
     }
     c = shim_conf_load(path, explicit);
     d->c = c;
+    /* the preload library's identities load through the tool's built-in provider: one
+     * PKCS#11 core in this process, not a second one from p11mtls.so */
+    shim_identity_prepare(tool_provider_builtin);
     /* the provider the preload library loads identities with, as in doc_provider() */
     if (c != NULL && d->o->provider != NULL) {
         char *p = strdup(d->o->provider);

@@ -493,6 +493,11 @@ const char *tool_provider_path(const char *opt)
     return P11M_PROVIDER_PATH;
 }
 
+int tool_provider_builtin(OSSL_LIB_CTX *lc)
+{
+    return OSSL_PROVIDER_add_builtin(lc, P11M_TOOL_PROV_NAME, OSSL_provider_init);
+}
+
 OSSL_LIB_CTX *tool_libctx(const char *provider_path)
 {
     OSSL_LIB_CTX *lc;
@@ -524,7 +529,7 @@ OSSL_LIB_CTX *tool_libctx(const char *provider_path)
      * of its own, and the tool's (token lookups, login state, the module's function
      * list) must be the only one in the process.
      */
-    if (!OSSL_PROVIDER_add_builtin(lc, P11M_TOOL_PROV_NAME, OSSL_provider_init) ||
+    if (!tool_provider_builtin(lc) ||
         OSSL_PROVIDER_load(lc, P11M_TOOL_PROV_NAME) == NULL) {
         tool_ossl_err("cannot load the provider %s", provider_path);
         OSSL_LIB_CTX_free(lc);

@@ -132,6 +132,8 @@ const char *tool_time_str(const ASN1_TIME *t, char *buf, size_t len);
 
 /* The provider path: --provider, else $P11MTLS_PROVIDER, else the installed path. */
 const char *tool_provider_path(const char *opt);
+/* Registers the built-in provider as "p11mtls" in lc (not loaded yet); 1 on success. */
+int tool_provider_builtin(OSSL_LIB_CTX *lc);
 /* A private library context with the p11mtls provider and default. NULL (printed). */
 OSSL_LIB_CTX *tool_libctx(const char *provider_path);
 /*

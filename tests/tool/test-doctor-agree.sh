@@ -5,13 +5,14 @@
 # s_client run through `p11mtls run`) against a real server (s_server requiring a
 # client certificate): the library's own decision log line, and the peer the server saw.
 # Destinations: a rule matches, no rule matches (another host in the rule; an IP
-# destination), an expired certificate (continue; on_unavailable = abort).
+# destination), an expired certificate (continue; on_unavailable = abort). doctor loads
+# the identity through its built-in provider, never through a second p11mtls.so.
 source "$(dirname "$0")/common.sh"
 fx_workdir tool-doctor-agree
 fx_token || skip_all "token fixture could not be built"
 fx_ca || skip_all "CA fixture could not be built"
 unset P11MTLS_CONF P11MTLS_DEBUG
-plan 21
+plan 24
 
 check "s_server requiring a client certificate" fx_s_server_start srv
 port=$FX_PORT
@@ -71,6 +72,18 @@ agree "a rule matches" "$WORK/match.conf" "localhost:$port" present "$DEVICE" lo
 out=$(grep -E '^ok +decision ' "$WORK/doctor.out")
 like "...doctor names the identity the library loaded" "$out" \
     "presents identity 'device' to localhost:$port \(subject /CN=device-p256/UID=dev-p256"
+
+# The decision loads the identity through the tool's built-in provider: the process
+# keeps one PKCS#11 core, p11mtls.so (a second one) is never loaded.
+rm -f "$WORK"/lddebug.*
+LD_DEBUG=files LD_DEBUG_OUTPUT=$WORK/lddebug "$TOOL" doctor --wait 1 \
+    --config "$WORK/match.conf" "localhost:$port" >"$WORK/doctor-lddebug.out" 2>&1
+like "...doctor decided (dynamic loader log kept)" \
+    "$(grep -E ' decision ' "$WORK/doctor-lddebug.out") $(cat "$WORK"/lddebug.* | grep -c 'file=libssl')" \
+    "presents identity 'device'.* [1-9][0-9]*$"
+is "...without loading p11mtls.so: one PKCS#11 core in the process" \
+    "$(cat "$WORK"/lddebug.* | grep -c 'file=[^ ]*p11mtls\.so')" 0
+is "...and the server saw the identity doctor presented" "$(fx_s_server_peer srv)" "$DEVICE"
 
 agree "no rule for the host" "$WORK/nomatch.conf" "localhost:$port" norule none localhost -servername localhost
 agree "an IP destination, the rule names a host" "$WORK/match.conf" "127.0.0.1:$port" \
