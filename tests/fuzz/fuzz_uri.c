@@ -1,16 +1,18 @@
 /*
  * fuzz_uri.c - pkcs11: URIs as the core and the shim take them: p11m_uri_parse (p11-kit's
- * parser plus the core's checks and messages), p11m_uri_redact, the shim's
- * shim_log_redact_uri and shim_pin_uri.
+ * parser plus the core's checks and messages), p11m_uri_redact (the core's allocation
+ * around p11m-util's p11m_redact), p11m_redact into the shim's fixed buffer, and
+ * shim_pin_uri.
  *
- * Properties: after redaction every "pin-value=" is followed by "***" and then the end or
- * a separator (case-sensitively for the core, which matches what p11-kit parses; in any
- * case for the shim), and the redacted text is never longer than the core's allocation.
+ * Properties: after redaction every "pin-value=" (in any letter case) is followed by
+ * "***" and then the end or a separator, and the redacted text is never longer than the
+ * core's allocation.
  */
 #include <strings.h>
 
 #include "fuzz.h"
 #include "p11m.h"
+#include "p11m_util.h"
 #include "shim.h"
 
 static void check_redacted(const char *what, const char *out, int any_case)
@@ -45,15 +47,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     red = p11m_uri_redact(s);
     if (red != NULL) {
         FUZZ_ASSERT(strlen(red) <= 2 * strlen(s) + 3, "redaction overran its buffer");
-        check_redacted("p11m_uri_redact", red, 0);
+        check_redacted("p11m_uri_redact", red, 1);
         free(red);
     }
 
-    shim_log_redact_uri(s, shown, sizeof(shown));
-    FUZZ_ASSERT(strlen(shown) < sizeof(shown), "shim redaction not terminated");
+    p11m_redact(s, shown, sizeof(shown));
+    FUZZ_ASSERT(strlen(shown) < sizeof(shown), "bounded redaction not terminated");
     /* a cut at the buffer's end may split "pin-value=": check only complete ones */
     if (strlen(shown) + 20 < sizeof(shown))
-        check_redacted("shim_log_redact_uri", shown, 1);
+        check_redacted("p11m_redact", shown, 1);
 
     if (strncmp(s, "pkcs11:", 7) == 0 && size < 4096) {
         with_pin = shim_pin_uri(s, "file:/etc/p11mtls/pin 1%?&=;");

@@ -17,6 +17,7 @@ plan 2
 
 core=("$src"/provider/p11/*.c)
 shim=("$src"/shim/{conf,decide,dest,identity,log,ossl,pin,rules}.c)
+util=("$src"/provider/p11/util/*.c) # linked by both: named once per target
 srcs=()
 case $target in
 uri) srcs=("${core[@]}" "${shim[@]}") ;;
@@ -30,6 +31,7 @@ shim_conf) srcs=("${shim[@]}") ;;
 cert) for f in "${shim[@]}"; do [[ $f == */identity.c ]] || srcs+=("$f"); done ;;
 *) bail_out "unknown fuzz target $target" ;;
 esac
+[ "$target" = pemuri ] || srcs+=("${util[@]}")
 
 mkdir -p "$out"
 rm -rf "$work"
@@ -41,7 +43,7 @@ if [ -z "$cc" ]; then
     fail "build fuzz_$target" "clang not found (tests/packages.txt lists it)"
 elif "$cc" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -std=gnu11 -D_GNU_SOURCE -DOPENSSL_SUPPRESS_DEPRECATED -Wall -Wno-unused-function \
-    -I"$P11M_BUILDDIR" -I"$src/provider/p11" -I"$src/provider" -I"$src/shim" \
+    -I"$P11M_BUILDDIR" -I"$src/provider/p11" -I"$src/provider/p11/util" -I"$src/provider" -I"$src/shim" \
     $(pkg-config --cflags p11-kit-1 libssl libcrypto) \
     -o "$bin.new" "$src/tests/fuzz/fuzz_$target.c" "${srcs[@]}" \
     $(pkg-config --libs p11-kit-1 libssl libcrypto) -ldl -lpthread >"$work/build.log" 2>&1; then
