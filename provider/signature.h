@@ -49,7 +49,8 @@ struct p11m_sig_scheme {
      * for the context's digest (P11M_SIG_NO_MECH: none). */
     void (*mechs)(const P11M_SIG_CTX *ctx, CK_MECHANISM_TYPE *raw,
                   CK_MECHANISM_TYPE *combined);
-    /* Signs a prepared hash with the raw mechanism (NULL: the family has none). */
+    /* Signs a prepared hash with the raw mechanism (NULL only for a family whose table
+     * has neither sign nor digest_sign_final). */
     int (*sign_hash)(P11M_SIG_CTX *ctx, unsigned char *sig, size_t *siglen,
                      size_t sigsize, const unsigned char *h, size_t hlen);
     /* One C_Sign with mechanism mtype, the result in the form OpenSSL expects. */
