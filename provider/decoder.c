@@ -16,6 +16,11 @@
 #include "pemuri.h"
 #include "provider.h"
 
+static OSSL_FUNC_decoder_newctx_fn dec_newctx;
+static OSSL_FUNC_decoder_freectx_fn dec_freectx;
+static OSSL_FUNC_decoder_decode_fn dec_pem_decode;
+static OSSL_FUNC_decoder_decode_fn dec_der_decode;
+
 static void *dec_newctx(void *provctx)
 {
     return provctx;

@@ -8,6 +8,10 @@
 
 #include "provider.h"
 
+static OSSL_FUNC_encoder_newctx_fn enc_newctx;
+static OSSL_FUNC_encoder_freectx_fn enc_freectx;
+static OSSL_FUNC_encoder_encode_fn enc_encode;
+
 static void *enc_newctx(void *provctx)
 {
     return provctx;

@@ -14,6 +14,25 @@
 
 #include "provider.h"
 
+/* Shared by every key type's table; the per-type functions are declared with them. */
+static OSSL_FUNC_keymgmt_free_fn km_free;
+static OSSL_FUNC_keymgmt_load_fn km_load;
+static OSSL_FUNC_keymgmt_dup_fn km_dup;
+static OSSL_FUNC_keymgmt_has_fn km_has;
+static OSSL_FUNC_keymgmt_match_fn km_match;
+static OSSL_FUNC_keymgmt_validate_fn km_validate;
+static OSSL_FUNC_keymgmt_get_params_fn km_get_params;
+static OSSL_FUNC_keymgmt_gettable_params_fn km_gettable_params;
+static OSSL_FUNC_keymgmt_set_params_fn km_set_params;
+static OSSL_FUNC_keymgmt_settable_params_fn km_settable_params;
+static OSSL_FUNC_keymgmt_import_fn km_import;
+static OSSL_FUNC_keymgmt_import_types_fn km_rsa_types, km_ec_types, km_ecx_types;
+static OSSL_FUNC_keymgmt_export_fn km_export;
+static OSSL_FUNC_keymgmt_gen_set_template_fn km_gen_set_template;
+static OSSL_FUNC_keymgmt_gen_set_params_fn km_gen_set_params;
+static OSSL_FUNC_keymgmt_gen_fn km_gen;
+static OSSL_FUNC_keymgmt_gen_cleanup_fn km_gen_cleanup;
+
 static int km_has(const void *keydata, int selection)
 {
     const P11M_KEY *key = keydata;
@@ -331,6 +350,10 @@ static const OSSL_PARAM *km_gen_settable(P11M_PROV *prov, enum p11m_key_type typ
 /* One table per key type: they differ in the type a new key gets and in the names of
  * the operations OpenSSL should fetch for their keys. */
 #define KEYMGMT_TABLE(name, TYPE, types_fn, exchange)                                    \
+    static OSSL_FUNC_keymgmt_new_fn km_new_##name;                                       \
+    static OSSL_FUNC_keymgmt_gen_init_fn km_gen_init_##name;                             \
+    static OSSL_FUNC_keymgmt_gen_settable_params_fn km_gen_settable_##name;              \
+    static OSSL_FUNC_keymgmt_query_operation_name_fn km_opname_##name;                   \
     static void *km_new_##name(void *provctx)                                            \
     {                                                                                    \
         return p11m_key_new(provctx, TYPE);                                              \
@@ -351,34 +374,30 @@ static const OSSL_PARAM *km_gen_settable(P11M_PROV *prov, enum p11m_key_type typ
         return operation_id == OSSL_OP_KEYEXCH ? exchange : NULL;                        \
     }                                                                                    \
     const OSSL_DISPATCH p11m_##name##_keymgmt_functions[] = {                            \
-        KM_FN(NEW, km_new_##name),                                                       \
-        KM_FN(FREE, km_free),                                                            \
-        KM_FN(LOAD, km_load),                                                            \
-        KM_FN(DUP, km_dup),                                                              \
-        KM_FN(HAS, km_has),                                                              \
-        KM_FN(MATCH, km_match),                                                          \
-        KM_FN(VALIDATE, km_validate),                                                    \
-        KM_FN(GET_PARAMS, km_get_params),                                                \
-        KM_FN(GETTABLE_PARAMS, km_gettable_params),                                      \
-        KM_FN(SET_PARAMS, km_set_params),                                                \
-        KM_FN(SETTABLE_PARAMS, km_settable_params),                                      \
-        KM_FN(IMPORT, km_import),                                                        \
-        KM_FN(IMPORT_TYPES, types_fn),                                                   \
-        KM_FN(EXPORT, km_export),                                                        \
-        KM_FN(EXPORT_TYPES, types_fn),                                                   \
-        KM_FN(GEN_INIT, km_gen_init_##name),                                             \
-        KM_FN(GEN_SET_TEMPLATE, km_gen_set_template),                                    \
-        KM_FN(GEN_SET_PARAMS, km_gen_set_params),                                        \
-        KM_FN(GEN_SETTABLE_PARAMS, km_gen_settable_##name),                              \
-        KM_FN(GEN, km_gen),                                                              \
-        KM_FN(GEN_CLEANUP, km_gen_cleanup),                                              \
-        KM_FN(QUERY_OPERATION_NAME, km_opname_##name),                                   \
+        {OSSL_FUNC_KEYMGMT_NEW, (void (*)(void)) km_new_##name},                         \
+        {OSSL_FUNC_KEYMGMT_FREE, (void (*)(void)) km_free},                              \
+        {OSSL_FUNC_KEYMGMT_LOAD, (void (*)(void)) km_load},                              \
+        {OSSL_FUNC_KEYMGMT_DUP, (void (*)(void)) km_dup},                                \
+        {OSSL_FUNC_KEYMGMT_HAS, (void (*)(void)) km_has},                                \
+        {OSSL_FUNC_KEYMGMT_MATCH, (void (*)(void)) km_match},                            \
+        {OSSL_FUNC_KEYMGMT_VALIDATE, (void (*)(void)) km_validate},                      \
+        {OSSL_FUNC_KEYMGMT_GET_PARAMS, (void (*)(void)) km_get_params},                  \
+        {OSSL_FUNC_KEYMGMT_GETTABLE_PARAMS, (void (*)(void)) km_gettable_params},        \
+        {OSSL_FUNC_KEYMGMT_SET_PARAMS, (void (*)(void)) km_set_params},                  \
+        {OSSL_FUNC_KEYMGMT_SETTABLE_PARAMS, (void (*)(void)) km_settable_params},        \
+        {OSSL_FUNC_KEYMGMT_IMPORT, (void (*)(void)) km_import},                          \
+        {OSSL_FUNC_KEYMGMT_IMPORT_TYPES, (void (*)(void)) types_fn},                     \
+        {OSSL_FUNC_KEYMGMT_EXPORT, (void (*)(void)) km_export},                          \
+        {OSSL_FUNC_KEYMGMT_EXPORT_TYPES, (void (*)(void)) types_fn},                     \
+        {OSSL_FUNC_KEYMGMT_GEN_INIT, (void (*)(void)) km_gen_init_##name},               \
+        {OSSL_FUNC_KEYMGMT_GEN_SET_TEMPLATE, (void (*)(void)) km_gen_set_template},      \
+        {OSSL_FUNC_KEYMGMT_GEN_SET_PARAMS, (void (*)(void)) km_gen_set_params},          \
+        {OSSL_FUNC_KEYMGMT_GEN_SETTABLE_PARAMS,                                          \
+         (void (*)(void)) km_gen_settable_##name},                                       \
+        {OSSL_FUNC_KEYMGMT_GEN, (void (*)(void)) km_gen},                                \
+        {OSSL_FUNC_KEYMGMT_GEN_CLEANUP, (void (*)(void)) km_gen_cleanup},                \
+        {OSSL_FUNC_KEYMGMT_QUERY_OPERATION_NAME, (void (*)(void)) km_opname_##name},     \
         {0, NULL},                                                                       \
-    }
-
-#define KM_FN(id, fn)                                                                    \
-    {                                                                                    \
-        OSSL_FUNC_KEYMGMT_##id, (void (*)(void)) fn                                      \
     }
 
 KEYMGMT_TABLE(rsa, P11M_KEY_RSA, km_rsa_types, NULL);

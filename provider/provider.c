@@ -26,6 +26,13 @@
 
 /* ---- errors through the core ---- */
 
+static OSSL_FUNC_provider_get_reason_strings_fn prov_get_reason_strings;
+static OSSL_FUNC_provider_query_operation_fn prov_query;
+static OSSL_FUNC_provider_get_capabilities_fn prov_get_capabilities;
+static OSSL_FUNC_provider_gettable_params_fn prov_gettable_params;
+static OSSL_FUNC_provider_get_params_fn prov_get_params;
+static OSSL_FUNC_provider_teardown_fn prov_teardown;
+
 static OSSL_FUNC_core_get_params_fn *core_get_params;
 static OSSL_FUNC_core_new_error_fn *core_new_error;
 static OSSL_FUNC_core_set_error_debug_fn *core_set_error_debug;
@@ -291,9 +298,8 @@ static const OSSL_ALGORITHM prov_keymgmt[] = {
 };
 
 static const OSSL_ALGORITHM prov_signature[] = {
-    {"P11MTLS-RSA", P11M_PROP, p11m_hashed_signature_functions,
-     "RSA signatures on a token"},
-    {"P11MTLS-EC", P11M_PROP, p11m_hashed_signature_functions, "ECDSA on a token"},
+    {"P11MTLS-RSA", P11M_PROP, p11m_rsa_signature_functions, "RSA signatures on a token"},
+    {"P11MTLS-EC", P11M_PROP, p11m_ecdsa_signature_functions, "ECDSA on a token"},
     {"P11MTLS-EDDSA", P11M_PROP, p11m_eddsa_signature_functions, "EdDSA on a token"},
     {NULL, NULL, NULL, NULL},
 };

@@ -109,7 +109,7 @@ const char *p11m_key_sig_name(enum p11m_key_type type);
 /* Size in bytes of the largest signature the key makes. */
 size_t p11m_key_max_sig(const P11M_KEY *key);
 
-/* ---- dispatch tables (one file each) ---- */
+/* ---- dispatch tables (one file each; signatures one per scheme family) ---- */
 
 extern const OSSL_DISPATCH p11m_store_functions[];
 extern const OSSL_DISPATCH p11m_pem_decoder_functions[];
@@ -119,7 +119,8 @@ extern const OSSL_DISPATCH p11m_rsapss_keymgmt_functions[];
 extern const OSSL_DISPATCH p11m_ec_keymgmt_functions[];
 extern const OSSL_DISPATCH p11m_ed25519_keymgmt_functions[];
 extern const OSSL_DISPATCH p11m_ed448_keymgmt_functions[];
-extern const OSSL_DISPATCH p11m_hashed_signature_functions[];
+extern const OSSL_DISPATCH p11m_rsa_signature_functions[];
+extern const OSSL_DISPATCH p11m_ecdsa_signature_functions[];
 extern const OSSL_DISPATCH p11m_eddsa_signature_functions[];
 extern const OSSL_DISPATCH p11m_text_encoder_functions[];
 

@@ -31,6 +31,13 @@ typedef struct store_ctx {
     size_t n, next;
 } STORE_CTX;
 
+static OSSL_FUNC_store_open_fn store_open;
+static OSSL_FUNC_store_settable_ctx_params_fn store_settable_ctx_params;
+static OSSL_FUNC_store_set_ctx_params_fn store_set_ctx_params;
+static OSSL_FUNC_store_load_fn store_load;
+static OSSL_FUNC_store_eof_fn store_eof;
+static OSSL_FUNC_store_close_fn store_close;
+
 static void *store_open(void *provctx, const char *uri)
 {
     STORE_CTX *ctx = calloc(1, sizeof(*ctx));

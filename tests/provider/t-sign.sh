@@ -1,6 +1,7 @@
 #!/bin/bash
 # Every signature scheme and key type, signed on the token and verified by the
-# default provider with the public key; CSRs and CMS made with token keys.
+# default provider with the public key; CSRs, certificates, CRLs, CMS and CMP messages
+# signed with token keys.
 source "$(dirname "$0")/common.sh"
 fx_workdir provider-sign
 fx_token && fx_ca || bail_out "fixtures could not be built"
@@ -115,4 +116,91 @@ for scheme in "rsa2048 pkcs1" "rsa2048 pss-digest" "rsa2048 pss-max" "rsa3072 ps
     check "... verifies in software" env OPENSSL_CONF=/dev/null openssl cms -verify -in \
         "s-$key-$kind.cms" -inform PEM -CAfile "s-$key-$kind.pem" -purpose any -out /dev/null
 done
+
+# CMP (RFC 4210) messages protected with each token key: a key update request goes to
+# a mock CMP server (openssl cmp -port) that runs without p11mtls and validates the
+# protection against the dev CA. The request, saved with -reqout, is then sent again by a
+# client without p11mtls: accepted as it is, refused with one byte of its senderNonce
+# changed, which shows that the server really checks the signature. OpenSSL 3.0's CMP
+# picks the protection algorithm from the digest and the key type alone (no -sigopt):
+# RSA keys protect with PKCS#1 v1.5, and Ed25519 and RSA-PSS keys are refused as an
+# "unsupported key type" before anything is signed. For those two the check is that a
+# token key fails as a software key does (the token has no RSA-PSS-only key; a software
+# one stands for the key type).
+cmp_server_start() { # NAME RSP_CERT: mock server on $CMP_PORT, logs in NAME.log
+    local name=$1 cert=$2 try i pid
+    for ((try = 0; try < 5; try++)); do
+        CMP_PORT=$(fx_free_port)
+        "${FX__SERVER_ENV[@]}" OPENSSL_CONF=/dev/null openssl cmp -port "$CMP_PORT" \
+            -srv_cert "$FX_SERVER_CERT" -srv_key "$FX_SERVER_KEY" -srv_trusted "$FX_CA_CHAIN" \
+            -rsp_cert "$cert" -grant_implicitconf >"$name.log" 2>&1 &
+        pid=$!
+        for ((i = 0; i < 100; i++)); do
+            grep -q '^ACCEPT' "$name.log" && break
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.05
+        done
+        if grep -q '^ACCEPT' "$name.log"; then
+            fx__track "$pid" "$name"
+            return 0
+        fi
+        fx__kill "$pid"
+    done
+    return 1
+}
+# cmp_replay KEY REQ: sends a saved request again from a client without p11mtls.
+cmp_replay() {
+    OPENSSL_CONF=/dev/null openssl cmp -server "127.0.0.1:$CMP_PORT" -cmd kur -reqin "$2" \
+        -srvcert "$FX_SERVER_CERT" -oldcert "$(dev_cert "$1")" -newkey "$(pub_pem "$1")" \
+        -popo 0 -unprotected_requests -ref replay -certout "replay-$1.pem"
+}
+for key in rsa2048 rsa3072 p256 p384; do
+    if ! cmp_server_start "cmp-$key" "$(dev_cert "$key")"; then
+        fail "$key: CMP mock server starts" "$(tail -5 "cmp-$key.log")"
+        continue
+    fi
+    check "$key: CMP key update request protected by the token key, accepted" \
+        osl cmp -server "127.0.0.1:$CMP_PORT" -cmd kur -key "$(key_uri "$key")" \
+        -cert "$(dev_cert "$key")" -extracerts "$FX_CA_INTER" -srvcert "$FX_SERVER_CERT" \
+        -implicit_confirm -reqout "cmp-$key.der" -certout "cmp-$key-new.pem"
+    alg=sha256WithRSAEncryption
+    case $key in p*) alg=ecdsa-with-SHA256 ;; esac
+    like "... its protection algorithm is $alg" "$(OPENSSL_CONF=/dev/null openssl asn1parse -inform DER \
+        -in "cmp-$key.der" 2>&1 | grep -A2 'd=2 .*cont \[ 1 \]' | grep OBJECT)" ":$alg\$"
+    check "... the saved request verifies again in software" cmp_replay "$key" "cmp-$key.der"
+    # senderNonce: [5] { OCTET STRING (16) }, in the protected header.
+    python3 -c 'import sys
+d = bytearray(open(sys.argv[1], "rb").read())
+d[d.index(bytes.fromhex("a5120410")) + 4] ^= 1
+open(sys.argv[2], "wb").write(d)' "cmp-$key.der" "cmp-$key-bad.der"
+    check_not "... and with one byte of its senderNonce changed, is refused" \
+        cmp_replay "$key" "cmp-$key-bad.der"
+    like "... by the server's protection check" "$(cat "cmp-$key.log")" \
+        "error validating protection"
+    fx__untrack "cmp-$key"
+done
+OPENSSL_CONF=/dev/null openssl genpkey -algorithm ED25519 -out soft-ed25519.key 2>/dev/null
+OPENSSL_CONF=/dev/null openssl genpkey -algorithm RSA-PSS -pkeyopt rsa_keygen_bits:2048 \
+    -out soft-rsapss.key 2>/dev/null
+for soft in ed25519 rsapss; do
+    OPENSSL_CONF=/dev/null openssl req -x509 -new -key "soft-$soft.key" -subj "/CN=soft-$soft" \
+        -days 1 -out "soft-$soft.pem" 2>/dev/null
+done
+# cmp_refused KEY CERT [openssl|osl]: a CMP request that must be refused before sending.
+cmp_refused() {
+    local rc=0 out
+    out=$("${3:-osl}" cmp -server 127.0.0.1:9 -cmd kur -key "$1" -cert "$2" \
+        -srvcert "$FX_SERVER_CERT" -certout /dev/null 2>&1) || rc=$?
+    echo "exit $rc"
+    grep -o "unsupported key type" <<<"$out" | head -1
+}
+is "Ed25519 token key: CMP protection refused as with a software Ed25519 key" \
+    "$(cmp_refused "$(key_uri ed25519)" "$(dev_cert ed25519)")" \
+    "$(OPENSSL_CONF=/dev/null cmp_refused soft-ed25519.key soft-ed25519.pem openssl)"
+like "... (OpenSSL 3.0: unsupported key type)" \
+    "$(OPENSSL_CONF=/dev/null cmp_refused soft-ed25519.key soft-ed25519.pem openssl)" \
+    "^exit 1.unsupported key type$"
+like "RSA-PSS: a software RSA-PSS key is refused the same way (OpenSSL 3.0)" \
+    "$(OPENSSL_CONF=/dev/null cmp_refused soft-rsapss.key soft-rsapss.pem openssl)" \
+    "^exit 1.unsupported key type$"
 finish
