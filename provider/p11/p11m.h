@@ -252,6 +252,21 @@ int p11m_login_so(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN_INFO
 /* Number of C_Login calls this process made (for tests). */
 unsigned long p11m_login_count(void);
 
+/*
+ * PINs a token refused, recorded for every process of the device (refusal.c). The
+ * directory: $P11MTLS_RUNTIME_DIR (not in setuid programs), /run/p11mtls for root, else
+ * $XDG_RUNTIME_DIR/p11mtls; 0 when there is none. p11m_refusal_path: the token's record.
+ * p11m_refusal_open locks the record (-1: none, logged); p11m_refusal_check raises
+ * P11M_R_PIN_INCORRECT and returns 1 when this PIN was refused before.
+ */
+int p11m_refusal_dir(char *buf, size_t len);
+int p11m_refusal_path(const CK_TOKEN_INFO *ti, char *buf, size_t len);
+int p11m_refusal_open(const CK_TOKEN_INFO *ti);
+void p11m_refusal_close(int fd);
+int p11m_refusal_check(int fd, const char *label, const char *from, const P11M_PIN *pin);
+void p11m_refusal_record(int fd, const CK_TOKEN_INFO *ti, const char *source,
+                         const P11M_PIN *pin);
+
 /* ---- objects (object.c) ---- */
 
 /*
