@@ -215,8 +215,10 @@ void p11m_refusal_record(int fd, const CK_TOKEN_INFO *ti, const char *source,
         if (n > 0 && (size_t) n < sizeof(line) && write(fd, line, (size_t) n) != n)
             p11m_log(1, "PIN refusal record: write: %s", strerror(errno));
     }
-    n = snprintf(line, sizeof(line), "%lld %s %s %s\n", (long long) time(NULL), salt_hex,
-                 hash_hex, source);
+    /* The source only names where the PIN came from: a long path is cut, never the
+     * record. */
+    n = snprintf(line, sizeof(line), "%lld %s %s %.512s\n", (long long) time(NULL),
+                 salt_hex, hash_hex, source);
     if (n > 0 && (size_t) n < sizeof(line) && write(fd, line, (size_t) n) != n)
         p11m_log(1, "PIN refusal record: write: %s", strerror(errno));
 }
