@@ -192,26 +192,30 @@ unsigned p11m_token_epoch(P11M_TOKEN *tok)
 static int token_behind_fork_unsafe(const CK_TOKEN_INFO *info)
 {
     CK_FUNCTION_LIST **mods;
-    CK_SLOT_ID slots[16];
     CK_TOKEN_INFO ti;
     int found = 0;
 
+    /* tpm2-pkcs11's serial numbers are all zeros: other tokens cost nothing here. */
+    if (strspn((const char *) info->serialNumber, "0") != sizeof(info->serialNumber))
+        return 0;
     mods = p11_kit_modules_load(NULL, P11_KIT_MODULE_UNMANAGED);
     if (mods == NULL)
         return 0;
     for (size_t i = 0; mods[i] != NULL && !found; i++) {
         char *file = p11_kit_module_get_filename(mods[i]);
         P11M_MODULE m = {.fl = mods[i], .path = file};
-        CK_ULONG n = 16;
+        CK_SLOT_ID *slots = NULL;
+        CK_ULONG n = 0;
 
         if (file != NULL && p11m_module_info_fork_unsafe(NULL, file) &&
-            P11M_CALL(&m, C_GetSlotList, CK_TRUE, slots, &n) == CKR_OK)
+            p11m_module_slots(&m, &slots, &n) == CKR_OK)
             for (CK_ULONG j = 0; j < n && !found; j++)
                 found = P11M_CALL(&m, C_GetTokenInfo, slots[j], &ti) == CKR_OK &&
                         token_same_identity(&ti, info) &&
                         memcmp(ti.manufacturerID, info->manufacturerID,
                                sizeof(ti.manufacturerID)) == 0 &&
                         memcmp(ti.model, info->model, sizeof(ti.model)) == 0;
+        free(slots);
         free(file);
     }
     p11_kit_modules_release(mods);
