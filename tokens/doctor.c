@@ -356,6 +356,24 @@ static int doc_token(struct doc *d, P11M_MODULE *mod, P11KitUri *uri)
     return 1;
 }
 
+/* A PIN the token refused before (any process) is not tried: say so, and how to undo. */
+static int doc_pin_refused(struct doc *d, const P11M_PIN *pin)
+{
+    char label[40];
+    int fd = p11m_refusal_open(p11m_token_info(d->tok)), refused;
+
+    refused = p11m_refusal_check(fd, p11m_token_label(d->tok, label, sizeof(label)),
+                                 d->pin_source, pin);
+    p11m_refusal_close(fd);
+    if (!refused)
+        return 0;
+    doc_line(d, DOC_FAIL, "pin", "%s", doc_core_error());
+    doc_fix("put the right PIN in %s, then run `p11mtls pin reset-refusal %s`",
+            d->pin_source, label);
+    d->login_failed = 1; /* never log in with it */
+    return 1;
+}
+
 static int doc_pin_source(struct doc *d)
 {
     P11M_PIN pin;
@@ -375,6 +393,10 @@ static int doc_pin_source(struct doc *d)
         doc_line(d, DOC_FAIL, "pin", "%s", doc_core_error());
         doc_fix("make %s readable by this user only, holding the user PIN",
                 d->pin_source);
+        return 0;
+    }
+    if (doc_pin_refused(d, &pin)) {
+        p11m_pin_cleanse(&pin);
         return 0;
     }
     p11m_pin_cleanse(&pin);

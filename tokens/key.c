@@ -179,7 +179,10 @@ static int key_check_free(P11M_TOKEN *tok, CK_SESSION_HANDLE s, const struct gen
     return 1;
 }
 
-static CK_RV key_generate(P11M_TOKEN *tok, CK_SESSION_HANDLE s, const struct gen *g)
+/* minimal: without the usage restrictions (no encrypt, wrap, derive, decrypt, unwrap),
+ * for tokens that set a key's usage themselves (tpm2-pkcs11 refuses to be told). */
+static CK_RV key_generate(P11M_TOKEN *tok, CK_SESSION_HANDLE s, const struct gen *g,
+                          int minimal)
 {
     static CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     static CK_BYTE exponent[] = {1, 0, 1};
@@ -203,33 +206,46 @@ static CK_RV key_generate(P11M_TOKEN *tok, CK_SESSION_HANDLE s, const struct gen
         {CKA_PRIVATE, &yes, 1},
         {CKA_SENSITIVE, &yes, 1},
         {CKA_EXTRACTABLE, &no, 1},
+        {CKA_ID, (void *) g->id, g->idlen},
+        {CKA_LABEL, (void *) g->label, strlen(g->label)},
         {CKA_SIGN, &yes, 1},
+        /* usage restrictions, last: */
         {CKA_DERIVE, &no, 1},
         {CKA_DECRYPT, &no, 1},
         {CKA_UNWRAP, &no, 1},
-        {CKA_ID, (void *) g->id, g->idlen},
-        {CKA_LABEL, (void *) g->label, strlen(g->label)},
     };
     CK_ULONG npub = sizeof(pubt) / sizeof(pubt[0]);
+    CK_ULONG npriv = sizeof(privt) / sizeof(privt[0]) - (minimal ? 3 : 0);
 
     if (g->kt->ktype != CKK_RSA) {
         pubt[npub - 2] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *) g->params, g->plen};
         npub--;
     }
-    return p11m_keypair_generate(tok, s, &mech, pubt, npub, privt,
-                                 sizeof(privt) / sizeof(privt[0]), &pub, &priv);
+    if (minimal) { /* drop CKA_ENCRYPT and CKA_WRAP (entries 3 and 4) */
+        memmove(&pubt[3], &pubt[5], (npub - 5) * sizeof(pubt[0]));
+        npub -= 2;
+    }
+    return p11m_keypair_generate(tok, s, &mech, pubt, npub, privt, npriv, &pub, &priv);
 }
 
 /* Generates, retrying Ed25519 with the curve's name when the token wants that form. */
 static int key_generate_retry(P11M_TOKEN *tok, CK_SESSION_HANDLE s, struct gen *g)
 {
-    CK_RV rv = key_generate(tok, s, g);
+    CK_RV rv = key_generate(tok, s, g, 0);
 
     if (rv != CKR_OK && g->kt->ktype == CKK_EC_EDWARDS &&
         (rv == CKR_ATTRIBUTE_VALUE_INVALID || rv == CKR_CURVE_NOT_SUPPORTED ||
          rv == CKR_DOMAIN_PARAMS_INVALID || rv == CKR_TEMPLATE_INCONSISTENT)) {
         key_params_edwards_name(g);
-        rv = key_generate(tok, s, g);
+        rv = key_generate(tok, s, g, 0);
+    }
+    if (rv == CKR_GENERAL_ERROR || rv == CKR_TEMPLATE_INCONSISTENT ||
+        rv == CKR_ATTRIBUTE_VALUE_INVALID) {
+        /* A TPM (tpm2-pkcs11) decides a key's usage itself and refuses "sign only". */
+        rv = key_generate(tok, s, g, 1);
+        if (rv == CKR_OK)
+            tool_warn("the token refused a sign-only key; it generated the key with the "
+                      "usage it chooses itself (a TPM key may also decrypt)");
     }
     if (rv != CKR_OK)
         tool_err("generating the %s key: C_GenerateKeyPair: %s", g->kt->name,

@@ -24,6 +24,7 @@ static const struct command commands[] = {
     {"run", run_main, "run a program with the p11mtls preload library"},
     {"doctor", doctor_main,
      "explain whether this device presents its identity to a server"},
+    {"pin", pin_main, "pin reset-refusal: try again a PIN a token refused, once fixed"},
 };
 
 static void main_usage(FILE *out)

@@ -30,6 +30,7 @@ int list_main(int argc, char **argv);
 int pemuri_main(int argc, char **argv);
 int run_main(int argc, char **argv);
 int doctor_main(int argc, char **argv);
+int pin_main(int argc, char **argv);
 
 /* ---- messages (tool.c) ---- */
 

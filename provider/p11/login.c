@@ -108,6 +108,16 @@ static int login_get_pin(const P11M_LOGIN_INFO *li, const char *label, P11M_PIN 
     return 0;
 }
 
+/* Where the PIN came from, for the refusal record (never the PIN). */
+static const char *login_source(const P11M_LOGIN_INFO *li)
+{
+    if (li != NULL && li->pin_value != NULL)
+        return "the pin-value of the URI";
+    if (li != NULL && li->pin_source != NULL)
+        return li->pin_source;
+    return "the program's PIN callback";
+}
+
 static int login_do(P11M_TOKEN *tok, CK_USER_TYPE user, CK_SESSION_HANDLE sess,
                     const P11M_PIN *pin, const char *label)
 {
@@ -137,7 +147,7 @@ int p11m_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li)
     char label[40];
     P11M_PIN pin;
     CK_SESSION_HANDLE sess;
-    int refused, in, ok = 0, protected_path;
+    int refused, in, ok = 0, protected_path, record;
 
     p11m_token_label(tok, label, sizeof(label));
     if (login_state(tok, &refused))
@@ -160,16 +170,22 @@ int p11m_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li)
     if (!protected_path && !login_get_pin(li, label, &pin))
         return 0;
     pthread_mutex_lock(&tok->login_lock);
+    record = protected_path ? -1 : p11m_refusal_open(&tok->info);
     if (login_state(tok, &refused)) {
         ok = 1; /* another thread logged in while we read the PIN */
     } else if (refused) {
         p11m_raise(P11M_R_PIN_INCORRECT, "token '%s' refused the PIN", label);
+    } else if (p11m_refusal_check(record, label, login_source(li), &pin)) {
+        login_set(tok, 0, 1); /* another process's try: none here */
     } else if (p11m_session_get(tok, &sess) == CKR_OK) {
         ok = login_do(tok, CKU_USER, sess, protected_path ? NULL : &pin, label);
         p11m_session_put(tok, sess, CKR_OK);
         if (ok)
             login_set(tok, 1, 0);
+        else if (login_state(tok, &refused) == 0 && refused)
+            p11m_refusal_record(record, &tok->info, login_source(li), &pin);
     }
+    p11m_refusal_close(record);
     pthread_mutex_unlock(&tok->login_lock);
     p11m_pin_cleanse(&pin);
     if (ok)

@@ -129,6 +129,8 @@ static CK_RV module_initialize(P11M_MODULE *mod, int first)
         /* The program or another library initialised it first: share, never finalise. */
         if (first)
             mod->shared = 1;
+        else if (!mod->shared)
+            mod->fork_unsafe = 1; /* we initialised it, in the parent: it kept that */
         rv = CKR_OK;
     }
     if (rv != CKR_OK) {
@@ -159,6 +161,8 @@ static P11M_MODULE *module_load(const char *path, const char *init_args)
         p11m_raise_ckr(rv, "C_GetInfo", "module %s", path);
         goto fail; /* left loaded: unloading a half-initialised module is riskier */
     }
+    mod->born = p11m_fork_generation();
+    mod->fork_unsafe = p11m_module_info_fork_unsafe(&mod->info, path);
     p11m_log(1, "loaded PKCS#11 module %s", path);
     return mod;
 fail:
@@ -166,6 +170,15 @@ fail:
     free(mod->init_args);
     free(mod);
     return NULL;
+}
+
+int p11m_module_info_fork_unsafe(const CK_INFO *info, const char *path)
+{
+    static const char tpm2[] = "tpm2-software"; /* tpm2-pkcs11's manufacturerID */
+
+    if (info != NULL && memcmp(info->manufacturerID, tpm2, sizeof(tpm2) - 1) == 0)
+        return 1;
+    return path != NULL && strstr(path, "libtpm2_pkcs11") != NULL;
 }
 
 static int module_same(const P11M_MODULE *mod, const char *path, const char *init_args)
@@ -247,7 +260,8 @@ int p11m_module_reinit(P11M_MODULE *mod)
 
     struct timespec deadline;
 
-    if (mod->shared ||
+    /* C_Finalize in a child would flush the parent's TPM objects. */
+    if (mod->shared || (mod->fork_unsafe && mod->born != p11m_fork_generation()) ||
         now - __atomic_load_n(&mod->last_reinit_ms, __ATOMIC_RELAXED) < 1000)
         return 0;
     /* Other threads may keep the module busy: give up rather than stall the caller. */

@@ -683,6 +683,63 @@ static int sign_token_lost(CK_RV rv)
     return p11m_rv_token_gone(rv);
 }
 
+/* The digest length of a PSS parameter's hash when its MGF1 uses the same hash, else 0.
+ */
+static CK_ULONG sign_pss_hash_len(const CK_MECHANISM *mech)
+{
+    static const struct {
+        CK_MECHANISM_TYPE hash;
+        CK_RSA_PKCS_MGF_TYPE mgf;
+        CK_ULONG len;
+    } hashes[] = {
+        {CKM_SHA_1, CKG_MGF1_SHA1, 20},    {CKM_SHA224, CKG_MGF1_SHA224, 28},
+        {CKM_SHA256, CKG_MGF1_SHA256, 32}, {CKM_SHA384, CKG_MGF1_SHA384, 48},
+        {CKM_SHA512, CKG_MGF1_SHA512, 64},
+    };
+    const CK_RSA_PKCS_PSS_PARAMS *pss = mech->pParameter;
+
+    switch (mech->mechanism) {
+    case CKM_RSA_PKCS_PSS:
+    case CKM_SHA1_RSA_PKCS_PSS:
+    case CKM_SHA224_RSA_PKCS_PSS:
+    case CKM_SHA256_RSA_PKCS_PSS:
+    case CKM_SHA384_RSA_PKCS_PSS:
+    case CKM_SHA512_RSA_PKCS_PSS:
+        break;
+    default:
+        return 0;
+    }
+    if (pss == NULL || mech->ulParameterLen != sizeof(*pss))
+        return 0;
+    for (size_t i = 0; i < sizeof(hashes) / sizeof(hashes[0]); i++)
+        if (pss->hashAlg == hashes[i].hash && pss->mgf == hashes[i].mgf)
+            return hashes[i].len;
+    return 0;
+}
+
+/* Mechanism parameters refused. TPMs (tpm2-pkcs11) take RSA-PSS only with a salt as
+ * long as the digest: say so, rather than leave the caller to guess. */
+static void sign_raise_params(P11M_OBJ *key, const CK_MECHANISM *mech, CK_RV rv)
+{
+    CK_ULONG hlen = sign_pss_hash_len(mech);
+    const CK_RSA_PKCS_PSS_PARAMS *pss = mech->pParameter;
+    char label[40];
+
+    if (hlen != 0 && pss->sLen != hlen)
+        p11m_raise(P11M_R_MECHANISM,
+                   "signing with '%s': token '%s' refused RSA-PSS with a %lu-byte salt "
+                   "(%s); it may accept only salt length = digest length (%lu bytes): "
+                   "use rsa_pss_saltlen:digest",
+                   p11m_obj_label(key), p11m_token_label(key->tok, label, sizeof(label)),
+                   (unsigned long) pss->sLen, p11m_ckr_name(rv), (unsigned long) hlen);
+    else
+        p11m_raise(P11M_R_MECHANISM,
+                   "signing with '%s': the token refused the mechanism parameters "
+                   "(mechanism 0x%lx): C_Sign: %s",
+                   p11m_obj_label(key), (unsigned long) mech->mechanism,
+                   p11m_ckr_name(rv));
+}
+
 CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size_t inlen,
                 unsigned char *sig, size_t *siglen)
 {
@@ -725,11 +782,7 @@ CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size
         break;
     }
     if (rv == CKR_ARGUMENTS_BAD || rv == CKR_MECHANISM_PARAM_INVALID)
-        p11m_raise(P11M_R_MECHANISM,
-                   "signing with '%s': the token refused the mechanism parameters "
-                   "(mechanism 0x%lx): C_Sign: %s",
-                   p11m_obj_label(key), (unsigned long) mech->mechanism,
-                   p11m_ckr_name(rv));
+        sign_raise_params(key, mech, rv);
     else if (rv != CKR_OK && rv != P11M_CKR_RAISED)
         p11m_raise_ckr(rv, "C_Sign", "signing with '%s'", p11m_obj_label(key));
     p11m_error_release(rv != CKR_OK);

@@ -124,6 +124,11 @@ struct p11m_module {
     unsigned generation; /* fork generation at the last C_Initialize */
     unsigned epoch;      /* bumped by every re-initialisation */
     int shared;          /* initialised by someone else first: never finalised by us */
+    /* The module keeps its state across fork (tpm2-pkcs11: C_Initialize in the child
+     * answers CKR_CRYPTOKI_ALREADY_INITIALIZED and the child would share the parent's TPM
+     * session): a child that inherited it must not use it, nor finalise it. */
+    int fork_unsafe;
+    unsigned born; /* fork generation the module was loaded in */
     /* Held for reading while a session is checked out (and around slot listing), for
      * writing while the module is re-initialised: C_Finalize never runs under a call. */
     pthread_rwlock_t use_lock;
@@ -147,6 +152,9 @@ CK_RV p11m_module_check_fork(P11M_MODULE *mod);
  * the module. 1 if it re-initialised.
  */
 int p11m_module_reinit(P11M_MODULE *mod);
+/* Whether the module is known not to notice fork (see fork_unsafe), from its library
+ * information or from a PKCS#11 module file name. */
+int p11m_module_info_fork_unsafe(const CK_INFO *info, const char *path);
 /* Read lock around use of the module; 0 (raised) if it could not be taken. */
 int p11m_module_enter(P11M_MODULE *mod);
 void p11m_module_leave(P11M_MODULE *mod);
@@ -244,6 +252,21 @@ void p11m_login_lost(P11M_TOKEN *tok);
 int p11m_login_so(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN_INFO *li);
 /* Number of C_Login calls this process made (for tests). */
 unsigned long p11m_login_count(void);
+
+/*
+ * PINs a token refused, recorded for every process of the device (refusal.c). The
+ * directory: $P11MTLS_RUNTIME_DIR (not in setuid programs), /run/p11mtls for root, else
+ * $XDG_RUNTIME_DIR/p11mtls; 0 when there is none. p11m_refusal_path: the token's record.
+ * p11m_refusal_open locks the record (-1: none, logged); p11m_refusal_check raises
+ * P11M_R_PIN_INCORRECT and returns 1 when this PIN was refused before.
+ */
+int p11m_refusal_dir(char *buf, size_t len);
+int p11m_refusal_path(const CK_TOKEN_INFO *ti, char *buf, size_t len);
+int p11m_refusal_open(const CK_TOKEN_INFO *ti);
+void p11m_refusal_close(int fd);
+int p11m_refusal_check(int fd, const char *label, const char *from, const P11M_PIN *pin);
+void p11m_refusal_record(int fd, const CK_TOKEN_INFO *ti, const char *source,
+                         const P11M_PIN *pin);
 
 /* ---- objects (object.c) ---- */
 

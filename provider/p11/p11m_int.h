@@ -30,7 +30,12 @@ struct p11m_token {
 
     CK_MECHANISM_TYPE *mechs;
     CK_ULONG n_mechs;
+    int fork_unsafe; /* served by a module that does not notice fork (module.c) */
 };
+
+/* 0 (with an error raised) in a forked child when the token's module kept the parent's
+ * state: using it there would break the parent's sessions. */
+int p11m_token_fork_ok(P11M_TOKEN *tok);
 
 /* Drops pooled sessions and login state if the module was re-initialised since the
  * last use (after fork, token.c's atfork handler has done so already). */

@@ -9,6 +9,8 @@ CK_RV p11m_session_get(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
 {
     CK_RV rv;
 
+    if (!p11m_token_fork_ok(tok))
+        return P11M_CKR_RAISED;
     if (p11m_module_check_fork(tok->mod) != CKR_OK || !p11m_module_enter(tok->mod))
         return P11M_CKR_RAISED;
     p11m_token_check_fork(tok);
@@ -59,6 +61,8 @@ CK_RV p11m_session_open_rw(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
     CK_RV rv;
 
     /* Held until p11m_session_close, like a pooled session. */
+    if (!p11m_token_fork_ok(tok))
+        return P11M_CKR_RAISED;
     if (p11m_module_check_fork(tok->mod) != CKR_OK || !p11m_module_enter(tok->mod))
         return P11M_CKR_RAISED;
     p11m_token_check_fork(tok);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <p11-kit/p11-kit.h>
+
 #include "p11m_int.h"
 
 #define MAX_TOKENS 64
@@ -182,6 +184,59 @@ unsigned p11m_token_epoch(P11M_TOKEN *tok)
     return e;
 }
 
+/*
+ * Behind p11-kit's proxy the module serving a token is not visible: ask p11-kit which
+ * registered module holds a token with this identity, and whether that module is one
+ * that does not notice fork. The modules were initialised by the proxy already.
+ */
+static int token_behind_fork_unsafe(const CK_TOKEN_INFO *info)
+{
+    CK_FUNCTION_LIST **mods;
+    CK_TOKEN_INFO ti;
+    int found = 0;
+
+    /* tpm2-pkcs11's serial numbers are all zeros: other tokens cost nothing here. */
+    if (strspn((const char *) info->serialNumber, "0") != sizeof(info->serialNumber))
+        return 0;
+    mods = p11_kit_modules_load(NULL, P11_KIT_MODULE_UNMANAGED);
+    if (mods == NULL)
+        return 0;
+    for (size_t i = 0; mods[i] != NULL && !found; i++) {
+        char *file = p11_kit_module_get_filename(mods[i]);
+        P11M_MODULE m = {.fl = mods[i], .path = file};
+        CK_SLOT_ID *slots = NULL;
+        CK_ULONG n = 0;
+
+        if (file != NULL && p11m_module_info_fork_unsafe(NULL, file) &&
+            p11m_module_slots(&m, &slots, &n) == CKR_OK)
+            for (CK_ULONG j = 0; j < n && !found; j++)
+                found = P11M_CALL(&m, C_GetTokenInfo, slots[j], &ti) == CKR_OK &&
+                        token_same_identity(&ti, info) &&
+                        memcmp(ti.manufacturerID, info->manufacturerID,
+                               sizeof(ti.manufacturerID)) == 0 &&
+                        memcmp(ti.model, info->model, sizeof(ti.model)) == 0;
+        free(slots);
+        free(file);
+    }
+    p11_kit_modules_release(mods);
+    return found;
+}
+
+int p11m_token_fork_ok(P11M_TOKEN *tok)
+{
+    char label[40];
+
+    if (!tok->fork_unsafe || tok->mod->born == p11m_fork_generation())
+        return 1;
+    p11m_raise(P11M_R_UNSUPPORTED,
+               "token '%s' cannot be used in a forked child: its PKCS#11 module "
+               "(tpm2-pkcs11) keeps the parent's TPM session after fork, and using it "
+               "here would break the parent's; open the identity in a process that did "
+               "not inherit it (for instance after exec)",
+               p11m_token_label(tok, label, sizeof(label)));
+    return 0;
+}
+
 static P11M_TOKEN *token_new(P11M_MODULE *mod, CK_SLOT_ID slot, const CK_TOKEN_INFO *info)
 {
     P11M_TOKEN *tok = calloc(1, sizeof(*tok));
@@ -192,6 +247,8 @@ static P11M_TOKEN *token_new(P11M_MODULE *mod, CK_SLOT_ID slot, const CK_TOKEN_I
     tok->slot = slot;
     tok->info = *info;
     tok->mod_epoch = mod->epoch;
+    tok->fork_unsafe = mod->fork_unsafe || (strstr(mod->path, "p11-kit-proxy") != NULL &&
+                                            token_behind_fork_unsafe(info));
     pthread_mutex_init(&tok->lock, NULL);
     pthread_mutex_init(&tok->login_lock, NULL);
     return tok;

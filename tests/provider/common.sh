@@ -3,7 +3,8 @@
 source "$P11M_SRCDIR/tests/fixtures/lib.sh"
 TPROV="$P11M_BUILDDIR/tests/provider/tprov"
 PROV_DIR=$(dirname "$P11M_PROVIDER")
-KEYS=(rsa2048 rsa3072 p256 p384 ed25519)
+# The test token's keys (P11M_TEST_TOKEN=tpm: rsa2048 p256 only).
+KEYS=("${FX_KEYS[@]}")
 
 # prov_conf [PARAM=VALUE...]: fx_openssl_cnf into $WORK/openssl.cnf, exported as
 # OPENSSL_CONF (PROV_FIRST=1: p11mtls activated before default).

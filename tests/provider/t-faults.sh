@@ -10,12 +10,15 @@ plan 10
 
 # run_loop OUT N: sign every 200 ms in the background, output in OUT.
 run_loop() { tprov loop "$(key_uri p256)" "$2" 200 >"$1" 2>&1 & LOOP=$!; }
+# first OUT: the loop's first line ("N ok" or "N FAIL ..."): other modules registered with
+# p11-kit (tpm2-pkcs11 without a TPM) may print to stderr before it.
+first() { grep -E -m 1 '^[0-9]+ ' "$1"; }
 
 run_loop removed.log 30
 sleep 1.2; mv token token.away; sleep 2; mv token.away token
 wait "$LOOP"; rc=$?
 is "program survives removal and return (exit status)" "$rc" 0
-like "signs before the token goes away" "$(head -1 removed.log)" "^0 ok"
+like "signs before the token goes away" "$(first removed.log)" "^0 ok"
 like "fails cleanly while it is away" "$(grep FAIL removed.log | head -1)" "token not present"
 like "every failure names the absent token" "$(grep FAIL removed.log | grep -vc 'token not present')" "^0$"
 like "signs again once it is back" "$(tail -1 removed.log)" "^29 ok"
@@ -25,7 +28,7 @@ run_loop absent.log 25
 sleep 1.5; mv token.away token
 wait "$LOOP"; rc=$?
 is "program that started without its token survives" "$rc" 0
-like "... reports it clearly" "$(head -1 absent.log)" "FAIL .*(no token matches the URI|token not present)"
+like "... reports it clearly" "$(first absent.log)" "FAIL .*(no token matches the URI|token not present)"
 like "... and works once the token arrives" "$(tail -1 absent.log)" "^24 ok"
 
 # A wrong PIN stays refused when the same token goes away and comes back: re-insertion

@@ -4,7 +4,11 @@
 source "$(dirname "$0")/common.sh"
 fx_workdir provider-tls
 fx_token && fx_ca || bail_out "fixtures could not be built"
-plan 25
+TPROV_KEYS=$(fx_have_key rsa2048 p256 ed25519)
+# The PEM-URI key file: p384 where the token has it.
+PEMKEY=$(fx_have_key p384)
+: "${PEMKEY:=p256}"
+plan $((2 * (${#KEYS[@]} + $(wc -w <<<"$TPROV_KEYS") + 3) + 3))
 
 s_client() { # version key: provider from the command line, no openssl.cnf
     echo hello | OPENSSL_CONF=/dev/null osl s_client -provider-path "$PROV_DIR" \
@@ -21,19 +25,19 @@ for v in -tls1_2 -tls1_3; do
             "$(fx_cert_subject "$(dev_cert "$key")")"
     done
     prov_conf pem-uri-files=yes
-    for key in rsa2048 p256 ed25519; do
+    for key in $TPROV_KEYS; do
         tprov tls "$FX_PORT" "$(cert_uri "$key")" "$(key_uri "$key")" >"tprov-$key$v.log" 2>&1
         is "C client $v: SSL_CTX_use_PrivateKey with $key by URI" \
             "$(fx_s_server_peer "srv$v")" "$(fx_cert_subject "$(dev_cert "$key")")"
     done
     check "p11mtls tool or helper writes a PEM-URI file" \
-        "$P11M_BUILDDIR/tests/provider/tpemuri" "$(key_uri p384)" "key-p384.pem"
-    tprov tls "$FX_PORT" "$(cert_uri p384)" key-p384.pem file >"tprov-file$v.log" 2>&1
+        "$P11M_BUILDDIR/tests/provider/tpemuri" "$(key_uri "$PEMKEY")" "key-$PEMKEY.pem"
+    tprov tls "$FX_PORT" "$(cert_uri "$PEMKEY")" "key-$PEMKEY.pem" file >"tprov-file$v.log" 2>&1
     is "C client $v: SSL_CTX_use_PrivateKey_file with a PEM-URI file" \
-        "$(fx_s_server_peer "srv$v")" "$(fx_cert_subject "$(dev_cert p384)")"
+        "$(fx_s_server_peer "srv$v")" "$(fx_cert_subject "$(dev_cert "$PEMKEY")")"
     if [ "$v" = -tls1_3 ]; then
         prov_conf
-        out=$(tprov tls "$FX_PORT" "$(cert_uri p384)" key-p384.pem file 2>&1)
+        out=$(tprov tls "$FX_PORT" "$(cert_uri "$PEMKEY")" "key-$PEMKEY.pem" file 2>&1)
         fx_s_server_peer "srv$v" >/dev/null
         like "PEM-URI key files are served only with pem-uri-files = yes" "$out" \
             "(unsupported|No supported data to decode)"

@@ -147,14 +147,25 @@ static int cmd_fork(const char *uri, int nchildren)
     for (int i = 0; i < nchildren; i++) {
         pid_t pid = fork();
 
-        if (pid == 0)
-            _exit(sign_verify(key, "child") && sign_verify(key, "child again") ? 0 : 1);
+        if (pid == 0) {
+            if (sign_verify(key, "child") && sign_verify(key, "child again"))
+                _exit(0);
+            printf("child: failed\n"); /* with why: a module may refuse forked children */
+            ERR_print_errors_fp(stdout);
+            fflush(stdout);
+            _exit(1);
+        }
         if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
             WEXITSTATUS(status) != 0)
             failed++;
     }
-    if (!sign_verify(key, "parent after fork"))
+    if (!sign_verify(key, "parent after fork")) {
         failed++;
+        printf("parent after fork: failed\n");
+        ERR_print_errors_fp(stdout);
+    } else {
+        printf("parent after fork: ok\n");
+    }
     printf("%d children: %d failed\n", nchildren, failed);
     EVP_PKEY_free(key);
     return failed != 0;

@@ -12,7 +12,7 @@
 source "$(dirname "$0")/common.sh"
 fx_workdir reliability-pin
 if ! fx_token || ! fx_ca; then bail_out "fixtures could not be built"; fi
-plan 38
+plan 42
 
 SECRET=Kq7Vx2Lm9Pz4
 WRONG=Wr8Nb3Ty6Hc1
@@ -35,6 +35,9 @@ shim_run() {
 }
 
 # ---- a wrong PIN is tried once
+# Each program below starts as if no process had tried the wrong PIN yet: the core's
+# record of refused PINs (shared by every process of the device) is fresh for each.
+export P11MTLS_RUNTIME_DIR=$WORK/run-shim
 REL_PIN_SOURCE=file:$WORK/wrong-pin.txt rel_shim_conf wrong.conf p256 localhost
 : >shim.log
 shim_run shim-wrong "$WORK/wrong.conf" --threads 4 --n 5
@@ -48,6 +51,7 @@ is "... and every decision says why" \
 # again. The clock jumps 60 s in the middle of the run (libfaketime, time file).
 FAKETIME_LIB=$(find /usr/lib -name libfaketime.so.1 2>/dev/null | head -n 1)
 : >shim.log
+export P11MTLS_RUNTIME_DIR=$WORK/run-retry
 if [ -n "$FAKETIME_LIB" ]; then
     echo "+0" >faketime.txt
     (
@@ -68,6 +72,7 @@ else
 fi
 
 rc=0
+export P11MTLS_RUNTIME_DIR=$WORK/run-csr
 P11MTLS_DEBUG="2,file:$WORK/tool-csr.log" "$TOOL" csr --key "$KEY" --subject /CN=x/UID=x \
     --pin-source "file:$WORK/wrong-pin.txt" -o "$WORK/x.csr" >tool-csr.out 2>&1 || rc=$?
 is "tool csr, wrong PIN: fails (exit 1)" "$rc" 1
@@ -75,12 +80,30 @@ like "... saying the token refused the PIN" "$(cat tool-csr.out)" "refused the P
 is "... after exactly one C_Login" "$(rel_count 'C_Login\(' tool-csr.log)" 1
 
 rc=0
+export P11MTLS_RUNTIME_DIR=$WORK/run-doctor
 P11MTLS_DEBUG="2,file:$WORK/tool-doctor.log" "$TOOL" doctor --config "$WORK/wrong.conf" \
     >tool-doctor.out 2>&1 || rc=$?
 is "tool doctor, wrong PIN: a failed check (exit 3)" "$rc" 3
 like "... the login line says so" "$(grep '^FAIL  login' tool-doctor.out)" \
     "refused the PIN.*1 C_Login attempt; no other will be made"
 is "... after exactly one C_Login" "$(rel_count 'C_Login\(' tool-doctor.log)" 1
+# Another process, the same wrong PIN: the token never sees it again.
+rc=0
+P11MTLS_DEBUG="2,file:$WORK/tool-csr2.log" "$TOOL" csr --key "$KEY" --subject /CN=x/UID=x \
+    --pin-source "file:$WORK/wrong-pin.txt" -o "$WORK/x.csr" >tool-csr2.out 2>&1 || rc=$?
+like "tool csr after doctor, same wrong PIN: refused from the record, no C_Login" \
+    "$rc $(rel_count 'C_Login\(' tool-csr2.log) $(cat tool-csr2.out)" \
+    "^1 0 .*was refused by token .*not tried again by any process"
+rc=0
+"$TOOL" doctor --config "$WORK/wrong.conf" >tool-doctor2.out 2>&1 || rc=$?
+like "... and doctor reports the refusal and how to undo it" \
+    "$rc $(grep -A1 '^FAIL  pin ' tool-doctor2.out | tr '\n' ' ')" \
+    "^3 FAIL  pin .*was refused by token.*p11mtls pin reset-refusal"
+check "p11mtls pin reset-refusal forgets it" "$TOOL" pin reset-refusal "$FX_TOKEN_LABEL"
+rc=0
+P11MTLS_DEBUG="2,file:$WORK/tool-csr3.log" "$TOOL" csr --key "$KEY" --subject /CN=x/UID=x \
+    --pin-source "file:$WORK/wrong-pin.txt" -o "$WORK/x.csr" >tool-csr3.out 2>&1 || rc=$?
+is "... after which the PIN is tried once more" "$rc $(rel_count 'C_Login\(' tool-csr3.log)" "1 1"
 
 # ---- PIN files that group or others can read
 cp "$FX_PIN_FILE" pin-0640.txt && chmod 0640 pin-0640.txt
@@ -164,6 +187,7 @@ is "... nor under PIN-VALUE= (any letter case)" \
     "$(grep ':p11mtls:' secret-uppercase.openssl-echoes-uri | grep -c 'PIN-VALUE=\*\*\*') $(grep ':p11mtls:' secret-uppercase.openssl-echoes-uri | grep -c "$SECRET")" \
     "1 0"
 echo data >data.txt
+export P11MTLS_RUNTIME_DIR=$WORK/run-pin-value
 rel_osl dgst -sha256 -sign "$KEY?pin-value=$WRONG" -out sig.bin data.txt \
     >secret-dgst-wrong.out 2>&1
 like "... a wrong pin-value fails with a clear error" "$(cat secret-dgst-wrong.out)" \

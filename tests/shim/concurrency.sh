@@ -1,7 +1,7 @@
 #!/bin/bash
 # Fork and threads: a child handshakes with the identity its parent loaded (the provider
 # logs in again from the pin source) or loads it itself; 16 threads handshaking at once
-# share one load. Also: what the shim costs a program that never matches a rule.
+# share one load. Also: a program that never matches a rule is left alone.
 source "$P11M_SRCDIR/tests/shim/common.sh"
 fx_workdir shim-concurrency
 sh_need_provider
@@ -44,36 +44,23 @@ for v in 1.2 1.3; do
 done
 sh_log_new >/dev/null
 
-# Cost for a program that makes contexts and connections no rule names.
-cost() { # prints microseconds per context + no-match handshake setup
+# A program that makes contexts and connections no rule names: the shim must stay out of
+# its way (no identity load, no decision). What that costs per context is a benchmark
+# claim, not a test: tests/bench/run --only shim measures nomatch/none side by side.
+contexts() {
     "$SH_PY" - <<'EOF'
-import ssl, time
-n = 2000
-t = time.perf_counter()
-for _ in range(n):
+import ssl
+for _ in range(200):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="example.org")
-print(int((time.perf_counter() - t) / n * 1e6))
+print("made 200")
 EOF
 }
 sh_token_conf "$WORK/shim.conf" p256 "other.example"
-if [ -n "${P11M_ASAN_PRELOAD:-}" ]; then
-    skip "a program that matches no rule pays nothing measurable per context" \
-        "sanitizer build: the runtime, not the shim, dominates the cost"
-    skip "... never touched the token and decided nothing" "sanitizer build"
-    finish
-fi
-plain=$(cost)
-shimmed=$(sh_shim bash -c "$(declare -f cost); SH_PY=$SH_PY; cost")
-diag "SSL_CTX_new + SSL_new: ${plain} us without the shim, ${shimmed} us with it"
-if [ -n "$plain" ] && [ -n "$shimmed" ] && [ "$shimmed" -le $((plain * 3 / 2 + 20)) ]; then
-    ok "a program that matches no rule pays nothing measurable per context"
-else
-    fail "a program that matches no rule pays nothing measurable per context" \
-        "without: $plain us, with: $shimmed us"
-fi
+is "a program that matches no rule makes its 200 contexts under the shim" \
+    "$(sh_shim bash -c "$(declare -f contexts); SH_PY=$SH_PY; contexts")" "made 200"
 log=$(sh_log_new)
 is "... never touched the token and decided nothing" "$(loads "$log") $(grep -c dest= <<<"$log")" "0 0"
 finish

@@ -1,0 +1,51 @@
+#!/bin/bash
+# What only a TPM (tpm2-pkcs11 on the emulated TPM) puts at risk: a forked child must
+# not use the parent's TPM session (it would break the parent's and count against the
+# TPM's dictionary-attack lockout), directly and behind p11-kit's proxy; and N processes
+# given a wrong PIN must not make N tries (swtpm locks after 3).
+source "$(dirname "$0")/common.sh"
+[ "$P11M_TEST_TOKEN" = tpm ] || skip_all "needs P11M_TEST_TOKEN=tpm"
+fx_workdir provider-tpm
+fx_token && fx_ca || bail_out "fixtures could not be built"
+plan 17
+prov_conf
+
+for via in proxy module; do
+    mp=""
+    [ "$via" = module ] && mp="?module-path=$FX_TPM_MODULE"
+    before=$(fx_tpm_lockout_counter)
+    out=$(tprov fork "$(key_uri p256)$mp" 1 2>&1)
+    like "$via: the parent signs, forks; the child is told clearly it cannot use the TPM" \
+        "$out" "child: failed.*cannot be used in a forked child: its PKCS#11 module \(tpm2-pkcs11\)"
+    like "$via: ... and the parent signs again after the fork" "$out" "parent after fork: ok"
+    is "$via: ... and the TPM's lockout counter did not move" "$(fx_tpm_lockout_counter)" "$before"
+    out=$(tprov fork "$(key_uri p256)$mp" 3 2>&1)
+    like "$via: three children in a row: the parent still signs" "$out" "parent after fork: ok"
+done
+
+# A fresh copy of the TPM with swtpm's own dictionary-attack policy: 3 failures lock it.
+FX_TPM_LOCKOUT=default fx_tpm_token || bail_out "the TPM did not restart"
+like "the TPM has its default lockout threshold" \
+    "$(tpm2_getcap properties-variable | grep MAX_AUTH_FAIL)" "MAX_AUTH_FAIL: 0x3$"
+before=$(fx_tpm_lockout_counter)
+(umask 077 && echo 9999 >wrong-pin.txt)
+sign() { osl dgst -sha256 -sign "$(key_uri p256)?pin-source=file:$WORK/wrong-pin.txt" -out sig.bin \
+    <<<"data"; }
+for i in 1 2 3; do
+    sign >"wrong-$i.log" 2>&1 && fail "process $i signed with a wrong PIN"
+done
+like "process 1: the TPM refused the wrong PIN" "$(cat wrong-1.log)" "refused the PIN"
+for i in 2 3; do
+    like "process $i: not tried again: the record names the source and says what to do" \
+        "$(cat "wrong-$i.log")" \
+        "the PIN from file:$WORK/wrong-pin.txt was refused by token 'p11mtls-test' at .*; not tried again by any process: fix the PIN source, then run .p11mtls pin reset-refusal."
+done
+is "three processes, one failed authorisation on the TPM" "$(fx_tpm_lockout_counter)" $((before + 1))
+like "the record holds no PIN" "$(cat "$P11MTLS_RUNTIME_DIR"/*.refused)" "^# token p11mtls-test"
+is "... only time, salt, PIN digest and source: no field is the PIN" \
+    "$(awk '!/^#/ { for (i = 1; i <= NF; i++) if ($i == "9999") print "PIN"; print NF, length($2), length($3) }' \
+        "$P11MTLS_RUNTIME_DIR"/*.refused)" "4 32 64"
+echo "$FX_PIN" >wrong-pin.txt
+check "the PIN source corrected: the right PIN works (the TPM is not locked)" sign
+is "... and the lockout counter stayed at one failure" "$(fx_tpm_lockout_counter)" $((before + 1))
+finish
