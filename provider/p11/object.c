@@ -636,7 +636,7 @@ static CK_RV sign_once(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *i
 {
     P11M_TOKEN *tok = key->tok;
     CK_SESSION_HANDLE sess;
-    CK_OBJECT_HANDLE h;
+    CK_OBJECT_HANDLE h, hs;
     CK_ULONG len = *siglen;
     CK_RV rv;
 
@@ -646,9 +646,13 @@ static CK_RV sign_once(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *i
         p11m_session_put(tok, sess, CKR_OK);
         return rv;
     }
-    p11m_log(2, "signing with '%s', mechanism 0x%lx", p11m_obj_label(key),
-             (unsigned long) mech->mechanism);
-    rv = P11M_CALL(tok->mod, C_SignInit, sess, mech, h);
+    hs = p11m_keycache_pick(tok, sess, h, p11m_obj_always_authenticate(key));
+    p11m_log(2, "signing with '%s', mechanism 0x%lx, %s %lu", p11m_obj_label(key),
+             (unsigned long) mech->mechanism, hs != h ? "session copy" : "token object",
+             (unsigned long) hs);
+    rv = P11M_CALL(tok->mod, C_SignInit, sess, mech, hs);
+    if (hs != h && (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID))
+        p11m_keycache_lost(tok, hs);
     if (rv == CKR_OK && p11m_obj_always_authenticate(key) &&
         !p11m_login_context(tok, sess, &key->li))
         rv = P11M_CKR_RAISED;
