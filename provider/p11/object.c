@@ -647,9 +647,9 @@ static CK_RV sign_once(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *i
         return rv;
     }
     hs = p11m_keycache_pick(tok, sess, h, p11m_obj_always_authenticate(key));
-    p11m_log(2, "signing with '%s', mechanism 0x%lx, %s %lu", p11m_obj_label(key),
-             (unsigned long) mech->mechanism, hs != h ? "session copy" : "token object",
-             (unsigned long) hs);
+    p11m_log(2, "signing with '%s' (%s %lu), mechanism 0x%lx", p11m_obj_label(key),
+             hs != h ? "session copy" : "token object", (unsigned long) hs,
+             (unsigned long) mech->mechanism);
     rv = P11M_CALL(tok->mod, C_SignInit, sess, mech, hs);
     if (hs != h && (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID))
         p11m_keycache_lost(tok, hs);
