@@ -608,7 +608,7 @@ static void bench_sign(void)
     printf("   a*  a, in a process that has p11mtls loaded (configured, unused)\n");
     printf("   b   p11mtls as shipped (key-cache on): EVP_MD_CTX_new, "
            "EVP_DigestSignInit_ex,\n       EVP_DigestSign, EVP_MD_CTX_free\n");
-    printf("   p   pkcs11-provider %s, its defaults (it caches keys as session "
+    printf("   p   pkcs11-provider %s, its defaults (it caches keys as\n       session "
            "copies too), the same EVP calls\n",
            opt.pp_conf != NULL ? "(Debian 1.0, bookworm-backports)"
                                : "(not installed: -)");
