@@ -311,21 +311,26 @@ static P11M_OBJ *obj_load(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, CK_OBJECT_HAN
 /* ---- finding ---- */
 
 typedef struct find_tmpl {
-    CK_ATTRIBUTE a[4];
+    CK_ATTRIBUTE a[5];
     CK_ULONG n;
     CK_OBJECT_CLASS cls;
+    CK_BBOOL token;
 } FIND_TMPL;
 
+/* Token objects only: the session copies of keys (keycache.c) share their CKA_ID and
+ * label, and must be neither listed nor taken for the key itself. */
 static void tmpl_init(FIND_TMPL *t, CK_OBJECT_CLASS cls)
 {
     t->cls = cls;
+    t->token = CK_TRUE;
     t->a[0] = (CK_ATTRIBUTE){CKA_CLASS, &t->cls, sizeof(t->cls)};
-    t->n = 1;
+    t->a[1] = (CK_ATTRIBUTE){CKA_TOKEN, &t->token, sizeof(t->token)};
+    t->n = 2;
 }
 
 static void tmpl_add(FIND_TMPL *t, CK_ATTRIBUTE_TYPE type, const void *v, size_t len)
 {
-    if (t->n < 4)
+    if (t->n < 5)
         t->a[t->n++] = (CK_ATTRIBUTE){type, (void *) v, len};
 }
 

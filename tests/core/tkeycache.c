@@ -115,6 +115,29 @@ static P11M_OBJ *find_one(P11M_MODULE *mod, const char *label, const char *type,
     return obj;
 }
 
+static int count_cb(P11M_OBJ *obj, void *arg)
+{
+    (*(int *) arg)++;
+    p11m_obj_free(obj);
+    return 1;
+}
+
+/* How many private keys a search by label finds (the copy must not be one of them). */
+static int count_private(P11M_MODULE *mod, const char *label, P11M_LOGIN_INFO *li)
+{
+    char s[256];
+    P11M_FIND_ARGS args = {NULL, CKO_PRIVATE_KEY, li, NULL, 0};
+    int n = 0;
+
+    snprintf(s, sizeof(s), "pkcs11:token=p11mtls-test;object=%s", label);
+    if ((args.uri = p11m_uri_parse(s)) == NULL)
+        return -1;
+    if (p11m_objects_find(mod, &args, count_cb, &n) < 0)
+        n = -1;
+    p11_kit_uri_free(args.uri);
+    return n;
+}
+
 /* Private key objects with CKA_TOKEN = false this process sees: the copies. Up to 8
  * handles in h. -1 on error. */
 static int session_keys(P11M_TOKEN *tok, CK_OBJECT_HANDLE *h)
@@ -348,6 +371,8 @@ int main(int argc, char **argv)
         p11m_obj_free(again);
     }
     t_ok(ok, "25 more signatures verify, 5 of them with the key loaded anew");
+    t_ok(count_private(mod, "p256", &li) == 1,
+         "with the copy on the token, a search for the key still finds one object");
     t_ok(copies_made() == 1 && session_keys(tok, h) == 1,
          "... still one C_CopyObject, one session key: no copy per load");
     t_ok(log_count("session copy", NULL, 0) == 26 + 1,
