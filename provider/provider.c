@@ -151,13 +151,13 @@ int p11m_prov_pw_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li, P11KitUri *ur
 #define PARAM_DEBUG      "debug-level"
 #define PARAM_DEBUG_FILE "debug-file"
 #define PARAM_PEM_URI    "pem-uri-files"
+#define PARAM_KEY_CACHE  "key-cache"
 
 /* Keys of a provider section: OpenSSL's own four, then ours. */
 static const char *const prov_known_keys[] = {
-    "module",         "activate",   "identity",
-    "soft_load",      PARAM_MODULE, PARAM_INIT_ARGS,
-    PARAM_PIN_SOURCE, PARAM_DEBUG,  PARAM_DEBUG_FILE,
-    PARAM_PEM_URI,    NULL,
+    "module",         "activate",      "identity",       "soft_load",
+    PARAM_MODULE,     PARAM_INIT_ARGS, PARAM_PIN_SOURCE, PARAM_DEBUG,
+    PARAM_DEBUG_FILE, PARAM_PEM_URI,   PARAM_KEY_CACHE,  NULL,
 };
 
 static int prov_known_key(const char *name)
@@ -228,10 +228,27 @@ static int prov_dup_param(const char *v, char **out)
     return *out != NULL;
 }
 
+/* A yes/no parameter: *out is dflt when absent. 0 (raised) for anything else. */
+static int prov_yes_no(P11M_PROV *prov, const char *name, const char *v, int dflt,
+                       int *out)
+{
+    if (v == NULL)
+        *out = dflt;
+    else if (strcmp(v, "yes") == 0 || strcmp(v, "1") == 0)
+        *out = 1;
+    else if (strcmp(v, "no") == 0 || strcmp(v, "0") == 0)
+        *out = 0;
+    else {
+        p11m_prov_raise(prov, P11M_R_BAD_CONFIG, "%s = %s: expected yes or no", name, v);
+        return 0;
+    }
+    return 1;
+}
+
 static int prov_configure(P11M_PROV *prov)
 {
     char *module = NULL, *init_args = NULL, *pin_source = NULL, *debug = NULL,
-         *debug_file = NULL, *pem_uri = NULL;
+         *debug_file = NULL, *pem_uri = NULL, *key_cache = NULL;
     OSSL_PARAM params[] = {
         OSSL_PARAM_utf8_ptr(PARAM_MODULE, &module, 0),
         OSSL_PARAM_utf8_ptr(PARAM_INIT_ARGS, &init_args, 0),
@@ -239,10 +256,12 @@ static int prov_configure(P11M_PROV *prov)
         OSSL_PARAM_utf8_ptr(PARAM_DEBUG, &debug, 0),
         OSSL_PARAM_utf8_ptr(PARAM_DEBUG_FILE, &debug_file, 0),
         OSSL_PARAM_utf8_ptr(PARAM_PEM_URI, &pem_uri, 0),
+        OSSL_PARAM_utf8_ptr(PARAM_KEY_CACHE, &key_cache, 0),
         OSSL_PARAM_END,
     };
     char *end;
     long level;
+    int cache;
 
     if (!core_get_params(prov->handle, params) || !prov_check_section(prov))
         return 0;
@@ -256,15 +275,10 @@ static int prov_configure(P11M_PROV *prov)
         if (!p11m_log_setup((int) level, debug_file))
             return 0;
     }
-    if (pem_uri != NULL) {
-        if (strcmp(pem_uri, "yes") == 0 || strcmp(pem_uri, "1") == 0) {
-            prov->pem_uri = 1;
-        } else if (strcmp(pem_uri, "no") != 0 && strcmp(pem_uri, "0") != 0) {
-            p11m_prov_raise(prov, P11M_R_BAD_CONFIG, "%s = %s: expected yes or no",
-                            PARAM_PEM_URI, pem_uri);
-            return 0;
-        }
-    }
+    if (!prov_yes_no(prov, PARAM_PEM_URI, pem_uri, 0, &prov->pem_uri) ||
+        !prov_yes_no(prov, PARAM_KEY_CACHE, key_cache, 1, &cache))
+        return 0;
+    p11m_keycache_configure(cache);
     if (pin_source != NULL && !p11m_pin_source_valid(pin_source)) {
         /* The value is not shown: it may be a PIN typed in the wrong place. */
         p11m_prov_raise(prov, P11M_R_BAD_CONFIG,

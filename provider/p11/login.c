@@ -29,6 +29,8 @@ static int login_state(P11M_TOKEN *tok, int *refused)
 static void login_set(P11M_TOKEN *tok, int in, int refused)
 {
     pthread_mutex_lock(&tok->lock);
+    if (in && !tok->logged_in)
+        tok->login_gen++; /* a logout destroyed private session objects (keycache.c) */
     tok->logged_in = in;
     tok->pin_refused |= refused;
     pthread_mutex_unlock(&tok->lock);

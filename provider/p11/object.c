@@ -311,21 +311,26 @@ static P11M_OBJ *obj_load(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, CK_OBJECT_HAN
 /* ---- finding ---- */
 
 typedef struct find_tmpl {
-    CK_ATTRIBUTE a[4];
+    CK_ATTRIBUTE a[5];
     CK_ULONG n;
     CK_OBJECT_CLASS cls;
+    CK_BBOOL token;
 } FIND_TMPL;
 
+/* Token objects only: the session copies of keys (keycache.c) share their CKA_ID and
+ * label, and must be neither listed nor taken for the key itself. */
 static void tmpl_init(FIND_TMPL *t, CK_OBJECT_CLASS cls)
 {
     t->cls = cls;
+    t->token = CK_TRUE;
     t->a[0] = (CK_ATTRIBUTE){CKA_CLASS, &t->cls, sizeof(t->cls)};
-    t->n = 1;
+    t->a[1] = (CK_ATTRIBUTE){CKA_TOKEN, &t->token, sizeof(t->token)};
+    t->n = 2;
 }
 
 static void tmpl_add(FIND_TMPL *t, CK_ATTRIBUTE_TYPE type, const void *v, size_t len)
 {
-    if (t->n < 4)
+    if (t->n < 5)
         t->a[t->n++] = (CK_ATTRIBUTE){type, (void *) v, len};
 }
 
@@ -636,7 +641,7 @@ static CK_RV sign_once(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *i
 {
     P11M_TOKEN *tok = key->tok;
     CK_SESSION_HANDLE sess;
-    CK_OBJECT_HANDLE h;
+    CK_OBJECT_HANDLE h, hs;
     CK_ULONG len = *siglen;
     CK_RV rv;
 
@@ -646,9 +651,13 @@ static CK_RV sign_once(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *i
         p11m_session_put(tok, sess, CKR_OK);
         return rv;
     }
-    p11m_log(2, "signing with '%s', mechanism 0x%lx", p11m_obj_label(key),
+    hs = p11m_keycache_pick(tok, sess, h, p11m_obj_always_authenticate(key));
+    p11m_log(2, "signing with '%s' (%s %lu), mechanism 0x%lx", p11m_obj_label(key),
+             hs != h ? "session copy" : "token object", (unsigned long) hs,
              (unsigned long) mech->mechanism);
-    rv = P11M_CALL(tok->mod, C_SignInit, sess, mech, h);
+    rv = P11M_CALL(tok->mod, C_SignInit, sess, mech, hs);
+    if (hs != h && (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID))
+        p11m_keycache_lost(tok, hs);
     if (rv == CKR_OK && p11m_obj_always_authenticate(key) &&
         !p11m_login_context(tok, sess, &key->li))
         rv = P11M_CKR_RAISED;

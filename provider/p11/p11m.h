@@ -382,6 +382,14 @@ CK_RV p11m_keypair_generate(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_MECHANISM *
                             CK_ULONG npriv, CK_OBJECT_HANDLE *pub,
                             CK_OBJECT_HANDLE *priv);
 
+/*
+ * Session copies of private keys (keycache.c): p11m_sign signs with a copy of the key
+ * made by C_CopyObject with CKA_TOKEN = false (faster on software tokens), where the
+ * token allows it. Off until a caller configures 1; a 0 from any caller keeps it off.
+ */
+void p11m_keycache_configure(int on);
+int p11m_keycache_enabled(void);
+
 /* ---- URIs (uri.c) ---- */
 
 /* Parses s (raises BAD_URI naming what p11-kit said). Caller frees with p11_kit_uri_free.

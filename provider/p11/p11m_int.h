@@ -31,6 +31,9 @@ struct p11m_token {
     CK_MECHANISM_TYPE *mechs;
     CK_ULONG n_mechs;
     int fork_unsafe; /* served by a module that does not notice fork (module.c) */
+
+    unsigned login_gen;       /* bumped by every change to logged in (keycache.c) */
+    struct p11m_keycache *kc; /* session copies of keys (keycache.c); under lock */
 };
 
 /* 0 (with an error raised) in a forked child when the token's module kept the parent's
@@ -50,6 +53,14 @@ unsigned p11m_token_epoch(P11M_TOKEN *tok);
 int p11m_rv_session_dead(CK_RV rv);
 int p11m_rv_token_gone(CK_RV rv);
 
+/*
+ * Session copies of private keys (keycache.c). With the pooled session sess checked
+ * out, the handle to sign with for token object h: its session copy (made now if need
+ * be) or h itself. _lost: the token said the copy's handle is invalid.
+ */
+CK_OBJECT_HANDLE p11m_keycache_pick(P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
+                                    CK_OBJECT_HANDLE h, int always_auth);
+void p11m_keycache_lost(P11M_TOKEN *tok, CK_OBJECT_HANDLE copy);
 #endif
 
 #ifndef P11M_INT_LOGIN

@@ -16,8 +16,9 @@
 
 /* What the worker was asked to set up (see worker.c's usage text). */
 typedef struct bench_opts {
-    const char *kind;     /* sign | tls */
-    const char *via;      /* sign: raw rawmech prov engine soft; tls: file uri none */
+    const char *kind; /* sign | tls */
+    const char
+        *via; /* sign: raw rawcopy rawmech prov engine soft; tls: file uri engine none */
     const char *scheme;   /* rsa-pkcs1 rsa-pss ecdsa ed25519 */
     const char *module;   /* PKCS#11 module path (raw, rawmech, engine) */
     const char *pin_file; /* PIN file (raw, rawmech, engine) */
@@ -31,6 +32,7 @@ typedef struct bench_opts {
     const char *verify; /* server side: require (default) | request */
     const char *expect; /* tls: cert | nocert: what the server must have seen */
     int init_only;      /* sign prov|soft: EVP context and DigestSignInit, no signature */
+    int server_shared;  /* tls: the server in the default library context, the client's */
 } BENCH_OPTS;
 
 /* One contender: per-thread state and the operation. op returns 1 on success. */
@@ -44,6 +46,8 @@ typedef struct bench_contender {
 int bench_sign_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c);
 int bench_engine_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c);
 int bench_tls_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c);
+/* The key at o->uri through libp11's engine (o->engine, o->module, o->pin_file). */
+EVP_PKEY *bench_engine_key(const BENCH_OPTS *o);
 
 /* The message every signing contender signs: as long as a TLS 1.3 CertificateVerify
  * input (64 spaces, a 33-byte context string, a zero, a SHA-256 transcript hash). */

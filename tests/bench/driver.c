@@ -5,6 +5,10 @@
  *
  *   p11mtls-bench --dir DIR --worker PATH --preload PATH --provider PATH --module PATH
  *                 [--engine SO] [--quick] [--rounds N] [--slice MS] [--only LIST]
+ *                 [--pp-conf CNF]
+ *
+ * --pp-conf: an openssl.cnf loading pkcs11-provider (the reference provider) with the
+ * same module and PIN: it becomes contender p. Without it, p's columns say "-".
  *
  * Method. These machines' speed swings by a quarter within seconds, so one long run per
  * contender compares weather, not code. Every contender runs in its own worker process
@@ -23,6 +27,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -40,7 +45,7 @@ extern char **environ;
 /* ---- options ---- */
 
 static struct {
-    const char *dir, *worker, *preload, *provider, *module, *engine, *only;
+    const char *dir, *worker, *preload, *provider, *module, *engine, *only, *pp_conf;
     int rounds, quick, mem_first, mem_second, spawn_runs;
     double slice_ms;
 } opt;
@@ -540,13 +545,30 @@ static const char *key_uri(const char *label)
     return p;
 }
 
+/* Sets the engine's token up: libp11 0.4.12 cannot list the private keys of a token
+ * that holds an EdDSA key, so it gets a copy of the token without the Ed25519 key (the
+ * same RSA and EC key objects). */
+static void engine_env(WORKER *w)
+{
+    static char conf[PATH_MAX + 20];
+
+    snprintf(conf, sizeof(conf), "SOFTHSM2_CONF=%s", in_dir("softhsm2-libp11.conf"));
+    w_env(w, conf);
+    w_args(w, "--engine", opt.engine, NULL);
+}
+
+/* via: a worker --via, or "pp": the prov contender with pkcs11-provider's conf. */
 static void sign_worker(CONT *c, const char *tag, const struct scheme *s, const char *via)
 {
+    int pp = strcmp(via, "pp") == 0;
+
     cont_init(c, tag, "sign-%s-%s%s", s->name, via,
               strcmp(tag, "a*") == 0 ? "-loaded" : "");
     w_env(&c->w, "LD_PRELOAD");
-    w_args(&c->w, "sign", "--via", via, "--scheme", s->name, NULL);
-    if (strcmp(via, "prov") == 0)
+    w_args(&c->w, "sign", "--via", pp ? "prov" : via, "--scheme", s->name, NULL);
+    if (pp)
+        w_args(&c->w, "--conf", opt.pp_conf, "--uri", key_uri(s->label), NULL);
+    else if (strcmp(via, "prov") == 0)
         w_args(&c->w, "--conf", in_dir("provider.cnf"), "--uri", key_uri(s->label), NULL);
     else if (strcmp(via, "soft") == 0)
         w_args(&c->w, "--key-file", in_dir("soft-%s.key", s->label), NULL);
@@ -555,50 +577,59 @@ static void sign_worker(CONT *c, const char *tag, const struct scheme *s, const 
                key_uri(s->label), NULL);
     if (strcmp(tag, "a*") == 0)
         w_args(&c->w, "--conf", in_dir("provider.cnf"), NULL);
-    if (strcmp(via, "engine") == 0) {
-        /* libp11 0.4.12 cannot list the private keys of a token that holds an EdDSA
-         * key: the engine gets a copy of the token without the Ed25519 key (the same
-         * RSA and EC key objects). */
-        static char conf[PATH_MAX + 20];
+    if (strcmp(via, "engine") == 0)
+        engine_env(&c->w);
+}
 
-        snprintf(conf, sizeof(conf), "SOFTHSM2_CONF=%s", in_dir("softhsm2-libp11.conf"));
-        w_env(&c->w, conf);
-        w_args(&c->w, "--engine", opt.engine, NULL);
-    }
+/* Rates kept for section 2's RSA limit: 1 thread, RSA-PSS (what TLS signs with). */
+static double pss_token_rate, pss_memory_rate;
+
+static double best_of(double x, double y)
+{
+    return fabs(x) >= fabs(y) ? x : y;
 }
 
 static void bench_sign(void)
 {
     static const int threads[] = {1, 2};
     static const char *const fmt =
-        "%-16s %3s %7s %7s %7s %7s %7s %7s  %-12s %-12s %-7s %s\n";
+        "%-15s %3s %6s %6s %6s %6s %6s %6s %6s %6s  %-12s %-12s %-12s %s\n";
 
     printf(
-        "\n1. Signing, operations per second (best slice); a, a', a*, b, c use the same "
-        "token key\n");
+        "\n1. Signing, operations per second (best slice); all but d use the same token "
+        "key\n");
     printf("   a   C_SignInit+C_Sign only, the mechanism p11mtls picks, a session per "
-           "thread:\n       the limit of the token\n");
-    printf("   a'  the same with the raw mechanism and SHA-256 in software each time "
+           "thread,\n       on the token object\n");
+    printf(
+        "   as  the same on a session copy of the key (C_CopyObject, CKA_TOKEN=false): "
+        "SoftHSM2\n       signs faster with it. max(a, as) is the limit of the token\n");
+    printf("   a'  a with the raw mechanism and SHA-256 in software each time "
            "(what libp11 does)\n");
     printf("   a*  a, in a process that has p11mtls loaded (configured, unused)\n");
-    printf("   b   p11mtls: EVP_MD_CTX_new, EVP_DigestSignInit_ex, EVP_DigestSign, "
-           "EVP_MD_CTX_free\n");
+    printf("   b   p11mtls as shipped (key-cache on): EVP_MD_CTX_new, "
+           "EVP_DigestSignInit_ex,\n       EVP_DigestSign, EVP_MD_CTX_free\n");
+    printf("   p   pkcs11-provider %s, its defaults (it caches keys as\n       session "
+           "copies too), the same EVP calls\n",
+           opt.pp_conf != NULL ? "(Debian 1.0, bookworm-backports)"
+                               : "(not installed: -)");
     printf(
         "   c   libp11 engine (libengine-pkcs11-openssl 0.4.12), the same EVP calls\n");
     printf("   d   in-memory key in OpenSSL's default provider, the same EVP calls\n");
-    printf("   targets: b/a >= 0.97, b/c >= 1.00; b/a* is p11mtls's own cost. noise: how "
-           "much the best\n   slice of b, a or c stands above its second best (a miss by "
+    printf("   targets: b/max(a,as) >= 0.95, b/p >= 1.05, b/c >= 1.00. noise: how much "
+           "the best slice\n   of b, p or c stands above its second best (a miss by "
            "less is within noise)\n\n");
-    printf(fmt, "scheme", "thr", "a", "a'", "a*", "b", "c", "d", "b/a", "b/c", "b/a*",
-           "noise");
+    printf(fmt, "scheme", "thr", "a", "as", "a'", "a*", "b", "p", "c", "d", "b/max(a,as)",
+           "b/p", "b/c", "noise");
     for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
         const struct scheme *s = &schemes[i];
         int eddsa = strcmp(s->name, "ed25519") == 0;
-        CONT c[6];
-        int n = 0, ia, iam = -1, ial, ib, ic = -1, id;
+        CONT c[8];
+        int n = 0, ia, ias, iam = -1, ial, ib, ip = -1, ic = -1, id;
 
         ia = n;
         sign_worker(&c[n++], "a", s, "raw");
+        ias = n;
+        sign_worker(&c[n++], "as", s, "rawcopy");
         if (!eddsa) {
             iam = n;
             sign_worker(&c[n++], "a'", s, "rawmech");
@@ -607,6 +638,10 @@ static void bench_sign(void)
         sign_worker(&c[n++], "a*", s, "raw");
         ib = n;
         sign_worker(&c[n++], "b", s, "prov");
+        if (opt.pp_conf != NULL) {
+            ip = n;
+            sign_worker(&c[n++], "p", s, "pp");
+        }
         if (!eddsa) { /* libp11 0.4.12 has no EdDSA */
             ic = n;
             sign_worker(&c[n++], "c", s, "engine");
@@ -616,16 +651,22 @@ static void bench_sign(void)
         compare(c, n, threads, 2);
         for (int t = 0; t < 2; t++) {
             char thr[8];
-            double cv = ic >= 0 ? c[ic].best[t] : 0;
+            double fast = best_of(c[ia].best[t], c[ias].best[t]);
+            const CONT *worst = ip >= 0 ? &c[ip] : ic >= 0 ? &c[ic] : &c[ia];
 
+            if (t == 0 && strcmp(s->name, "rsa-pss") == 0) {
+                pss_token_rate = fabs(fast);
+                pss_memory_rate = fabs(c[id].best[0]);
+            }
             snprintf(thr, sizeof(thr), "%d", threads[t]);
-            printf(fmt, s->title, thr, rate(c[ia].best[t]),
+            printf(fmt, s->title, thr, rate(c[ia].best[t]), rate(c[ias].best[t]),
                    iam >= 0 ? rate(c[iam].best[t]) : "-", rate(c[ial].best[t]),
-                   rate(c[ib].best[t]), ic >= 0 ? rate(cv) : "-", rate(c[id].best[t]),
-                   ratio(c[ib].best[t], c[ia].best[t], 0.97),
-                   ic >= 0 ? ratio(c[ib].best[t], cv, 1.0) : "-",
-                   ratio(c[ib].best[t], c[ial].best[t], 0),
-                   ic >= 0 ? noise(&c[ib], &c[ic], t) : noise(&c[ib], &c[ia], t));
+                   rate(c[ib].best[t]), ip >= 0 ? rate(c[ip].best[t]) : "-",
+                   ic >= 0 ? rate(c[ic].best[t]) : "-", rate(c[id].best[t]),
+                   ratio(c[ib].best[t], fast, 0.95),
+                   ip >= 0 ? ratio(c[ib].best[t], c[ip].best[t], 1.05) : "-",
+                   ic >= 0 ? ratio(c[ib].best[t], c[ic].best[t], 1.0) : "-",
+                   noise(&c[ib], worst, t));
         }
     }
     printf("   (-: not applicable. a for ECDSA is CKM_ECDSA over a SHA-256 hash computed "
@@ -638,15 +679,22 @@ static void bench_sign(void)
 static void tls_worker(CONT *c, const char *tag, const char *ver, const char *label,
                        const char *via, const char *verify, const char *expect)
 {
+    int pp = strcmp(via, "pp") == 0;
+
     cont_init(c, tag, "tls%s-%s-%s", ver, label, tag);
-    w_args(&c->w, "tls", "--via", via, "--tls", ver, "--dir", opt.dir, "--verify", verify,
-           "--expect", expect, NULL);
-    if (strcmp(via, "uri") == 0)
-        w_args(&c->w, "--conf", in_dir("provider.cnf"), "--uri", key_uri(label), "--cert",
-               in_dir("dev-%s.pem", label), NULL);
+    w_args(&c->w, "tls", "--via", pp ? "uri" : via, "--tls", ver, "--dir", opt.dir,
+           "--verify", verify, "--expect", expect, NULL);
+    if (strcmp(via, "uri") == 0 || pp)
+        w_args(&c->w, "--conf", pp ? opt.pp_conf : in_dir("provider.cnf"), "--uri",
+               key_uri(label), "--cert", in_dir("dev-%s.pem", label), NULL);
     else if (strcmp(via, "file") == 0)
         w_args(&c->w, "--key-file", in_dir("soft-%s.key", label), "--cert",
                in_dir("soft-%s.pem", label), NULL);
+    else if (strcmp(via, "engine") == 0) {
+        w_args(&c->w, "--module", opt.module, "--pin-file", in_dir("pin.txt"), "--uri",
+               key_uri(label), "--cert", in_dir("dev-%s.pem", label), NULL);
+        engine_env(&c->w);
+    }
 }
 
 static const char *const tls_versions[] = {"1.2", "1.3"};
@@ -654,33 +702,82 @@ static const struct {
     const char *title, *label;
 } tls_keys[] = {{"RSA-2048", "rsa2048"}, {"P-256", "p256"}};
 
+/* The rows of sections 2 and 5: every version and key with the server in a library
+ * context of its own, and the P-256 ones again with the server sharing the client's. */
+static const struct tls_row {
+    int v, k, shared;
+} tls_rows[] = {{0, 0, 0}, {0, 1, 0}, {1, 0, 0}, {1, 1, 0}, {0, 1, 1}, {1, 1, 1}};
+#define N_TLS_ROWS (sizeof(tls_rows) / sizeof(tls_rows[0]))
+
+/* The four contenders of a section-2 row: p11mtls, pkcs11-provider (when there is
+ * one), libp11's engine and the in-memory key. Returns how many were set up. */
+static int tls_row_workers(CONT c[4], const struct tls_row *r, const char *suffix)
+{
+    static const char *const tags[] = {"p11mtls", "pp", "libp11", "memory"};
+    static const char *const vias[] = {"uri", "pp", "engine", "file"};
+    int n = 0;
+
+    for (int i = 0; i < 4; i++) {
+        if (i == 1 && opt.pp_conf == NULL)
+            continue;
+        tls_worker(&c[n], tags[i], tls_versions[r->v], tls_keys[r->k].label, vias[i],
+                   "require", "cert");
+        snprintf(c[n].w.name + strlen(c[n].w.name),
+                 sizeof(c[n].w.name) - strlen(c[n].w.name), "%s%s",
+                 r->shared ? "-shared" : "", suffix);
+        if (r->shared)
+            w_args(&c[n].w, "--server-shared", NULL);
+        w_env(&c[n].w, "LD_PRELOAD");
+        n++;
+    }
+    return n;
+}
+
 static void bench_tls(void)
 {
     static const int one[] = {1};
+    static const char *const fmt = "%-4s %-8s %-6s %7s %7s %7s %7s %7s  %-12s %-12s "
+                                   "%-12s %s\n";
 
     printf(
         "\n2. Full TLS handshakes per second with client authentication (best slice)\n");
     printf("   client and server in one thread over a BIO pair, no resumption; server "
-           "P-256,\n   SSL_VERIFY_PEER|FAIL_IF_NO_PEER_CERT. Client key on the token "
-           "through p11mtls\n   vs. a software key of the same type in memory.\n\n");
-    printf("%-8s %-9s %10s %10s  %-18s %s\n", "TLS", "client", "p11mtls", "in-memory",
-           "p11mtls/in-memory", "noise");
-    for (int v = 0; v < 2; v++) {
-        for (int k = 0; k < 2; k++) {
-            CONT c[2];
+           "P-256,\n   SSL_VERIFY_PEER|FAIL_IF_NO_PEER_CERT. The same client key on the "
+           "token through p11mtls\n   (b), pkcs11-provider (p), libp11's engine (c); a "
+           "software key of the same type in\n   memory (d). server: own = a library "
+           "context of its own with the default provider;\n   shared = the default "
+           "context, where the client's provider is loaded.\n");
+    printf(
+        "   targets, P-256: b/p >= 1.2, b/c >= 1.0, b/d >= 0.95. RSA-2048: b/p >= 1.0, "
+        "b/c >= 1.0,\n   b/limit >= 0.97, limit = 1/(1/d + 1/token sign - 1/in-memory "
+        "sign) with section 1's\n   1-thread RSA-PSS rates (max(a,as) and d): what "
+        "d's handshake becomes when its\n   signature takes as long as the token's. "
+        "%s\n\n",
+        pss_token_rate > 0 ? "" : "(section 1 not run: no limit)");
+    printf(fmt, "TLS", "client", "server", "b", "p", "c", "d", "limit", "b/p", "b/c",
+           "b/d|b/limit", "noise");
+    for (size_t i = 0; i < N_TLS_ROWS; i++) {
+        const struct tls_row *r = &tls_rows[i];
+        int rsa = r->k == 0, ip = opt.pp_conf != NULL ? 1 : -1, ic = ip >= 0 ? 2 : 1,
+            id = ic + 1;
+        double limit = 0;
+        CONT c[4];
+        int n = tls_row_workers(c, r, "");
 
-            tls_worker(&c[0], "p11mtls", tls_versions[v], tls_keys[k].label, "uri",
-                       "require", "cert");
-            tls_worker(&c[1], "memory", tls_versions[v], tls_keys[k].label, "file",
-                       "require", "cert");
-            for (int i = 0; i < 2; i++)
-                w_env(&c[i].w, "LD_PRELOAD");
-            compare(c, 2, one, 1);
-            printf("%-8s %-9s %10s %10s  %-18s %s\n", tls_versions[v], tls_keys[k].title,
-                   rate(c[0].best[0]), rate(c[1].best[0]),
-                   ratio(c[0].best[0], c[1].best[0], 0), noise(&c[0], &c[1], 0));
-            fflush(stdout);
-        }
+        compare(c, n, one, 1);
+        if (rsa && pss_token_rate > 0 && pss_memory_rate > 0 && c[id].best[0] != 0)
+            limit =
+                1 / (1 / fabs(c[id].best[0]) + 1 / pss_token_rate - 1 / pss_memory_rate);
+        printf(fmt, tls_versions[r->v], tls_keys[r->k].title,
+               r->shared ? "shared" : "own", rate(c[0].best[0]),
+               ip >= 0 ? rate(c[ip].best[0]) : "-", rate(c[ic].best[0]),
+               rate(c[id].best[0]), rsa ? rate(limit) : "-",
+               ip >= 0 ? ratio(c[0].best[0], c[ip].best[0], rsa ? 1.0 : 1.2) : "-",
+               ratio(c[0].best[0], c[ic].best[0], 1.0),
+               rsa ? ratio(c[0].best[0], limit, 0.97)
+                   : ratio(c[0].best[0], c[id].best[0], 0.95),
+               noise(&c[0], &c[id], 0));
+        fflush(stdout);
     }
 }
 
@@ -961,10 +1058,11 @@ static char *kinstr_signed(double v)
 static void bench_count(void)
 {
     static const int nsign[] = {30, 30, 300, 100};
-    static const char *const fmt = "%-16s %8s %8s %8s %8s %8s  %-7s %-7s %-7s %s\n";
+    static const char *const fmt =
+        "%-16s %8s %8s %8s %8s %8s %8s %8s  %-7s %-7s %-7s %-7s %-7s %s\n";
     static const char *const fmt2 = "%-16s %9s %9s %9s %9s %9s %9s\n";
     const int nhs = 40;
-    double cnt[4][8] = {{0}};
+    double cnt[4][10] = {{0}};
 
     printf("\n5. Instructions per operation (callgrind; repeatable, load-independent)\n");
     printf("   the same contenders, counted instead of timed. Ratios are given as "
@@ -973,14 +1071,18 @@ static void bench_count(void)
            "reaches through these EVP calls,\n   where init is what libcrypto spends on "
            "EVP_MD_CTX_new, EVP_DigestSignInit_ex and\n   EVP_MD_CTX_free for a key of "
            "its own default provider (counted without signing)\n\n");
-    printf(fmt, "scheme", "a", "a*", "b", "c", "d", "b/a", "b/a*", "b/c", "ceiling");
+    printf("   as, p: as in section 1 (session copy; pkcs11-provider). b/fast: against "
+           "the faster of a, as\n\n");
+    printf(fmt, "scheme", "a", "as", "a*", "b", "p", "c", "d", "b/a", "b/fast", "b/a*",
+           "b/p", "b/c", "ceiling");
     for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
         const struct scheme *s = &schemes[i];
         int eddsa = strcmp(s->name, "ed25519") == 0;
         double *x = cnt[i];
-        static const char *const suffix[8] = {"", "",      "",      "",
-                                              "", "-init", "-init", "-stub"};
-        CONT c[8];
+        static const char *const suffix[10] = {"", "",      "",      "",      "",
+                                               "", "-init", "-init", "-stub", ""};
+        CONT c[10];
+        double fast;
 
         sign_worker(&c[0], "a", s, "raw");
         sign_worker(&c[1], "a*", s, "raw");
@@ -993,15 +1095,22 @@ static void bench_count(void)
         for (int k = 5; k < 7; k++)
             w_args(&c[k].w, "--init-only", NULL);
         w_args(&c[7].w, "--conf", in_dir("stub.cnf"), NULL);
-        for (int k = 0; k < 8; k++) {
+        sign_worker(&c[8], "as", s, "rawcopy");
+        if (opt.pp_conf != NULL)
+            sign_worker(&c[9], "p", s, "pp");
+        for (int k = 0; k < 10; k++) {
             snprintf(c[k].w.name + strlen(c[k].w.name),
                      sizeof(c[k].w.name) - strlen(c[k].w.name), "%s-count", suffix[k]);
             /* libp11 has no EdDSA; the stub only matters where the token decodes keys */
-            if (!(k == 3 && eddsa) && !(k == 7 && !eddsa))
+            if (!(k == 3 && eddsa) && !(k == 7 && !eddsa) &&
+                !(k == 9 && opt.pp_conf == NULL))
                 x[k] = count_one(&c[k], nsign[i]);
         }
-        printf(fmt, s->title, kinstr(x[0]), kinstr(x[1]), kinstr(x[2]), kinstr(x[3]),
-               kinstr(x[4]), ratio(x[0], x[2], 0), ratio(x[1], x[2], 0),
+        fast = x[8] > 0 && x[8] < x[0] ? x[8] : x[0];
+        printf(fmt, s->title, kinstr(x[0]), kinstr(x[8]), kinstr(x[1]), kinstr(x[2]),
+               kinstr(x[9]), kinstr(x[3]), kinstr(x[4]), ratio(x[0], x[2], 0),
+               ratio(fast, x[2], 0), ratio(x[1], x[2], 0),
+               x[9] > 0 ? ratio(x[9], x[2], 0) : "-",
                x[3] > 0 ? ratio(x[3], x[2], 0) : "-",
                x[0] > 0 && x[6] > 0 ? ratio(x[0], x[0] + x[6], 0) : "n/a");
     }
@@ -1032,6 +1141,30 @@ static void bench_count(void)
                kinstr_signed(x[6]), kinstr_signed(x[5] - x[6]),
                kinstr_signed(x[2] - x[1] - x[5]));
     }
+    printf("\n   TLS handshakes (section 2's contenders; instructions of client and "
+           "server together)\n\n");
+    printf("%-4s %-8s %-6s %9s %9s %9s %9s  %-7s %-7s %s\n", "TLS", "client", "server",
+           "b", "p", "c", "d", "b/p", "b/c", "b/d");
+    for (size_t i = 0; i < N_TLS_ROWS; i++) {
+        const struct tls_row *r = &tls_rows[i];
+        double x[4] = {0}, y[4] = {0};
+        CONT c[4];
+        int n = tls_row_workers(c, r, "-count"), ip = opt.pp_conf != NULL ? 1 : -1;
+
+        for (int j = 0; j < n; j++)
+            x[j] = count_one(&c[j], nhs);
+        /* b, p, c, d whether p ran or not */
+        y[0] = x[0];
+        y[1] = ip >= 0 ? x[1] : 0;
+        y[2] = x[ip >= 0 ? 2 : 1];
+        y[3] = x[ip >= 0 ? 3 : 2];
+        printf("%-4s %-8s %-6s %9s %9s %9s %9s  %-7s %-7s %s\n", tls_versions[r->v],
+               tls_keys[r->k].title, r->shared ? "shared" : "own", kinstr(y[0]),
+               kinstr(y[1]), kinstr(y[2]), kinstr(y[3]),
+               y[1] > 0 ? ratio(y[1], y[0], 0) : "-", ratio(y[2], y[0], 0),
+               ratio(y[3], y[0], 0));
+    }
+    printf("\n   The shim's contenders (section 3)\n");
     printf("\n%-8s %-9s %8s %8s %8s %8s  %-12s %s\n", "TLS", "client", "none", "nomatch",
            "shim", "native", "nomatch/none", "shim/native");
     for (int v = 0; v < 2; v++) {
@@ -1060,6 +1193,7 @@ static void usage(void)
     fputs("usage: p11mtls-bench --dir DIR --worker PATH --preload PATH --provider PATH\n"
           "                     --module PATH [--engine SO] [--quick] [--rounds N]\n"
           "                     [--slice MS] [--only sign,tls,shim,startup,mem,count]\n"
+          "                     [--pp-conf CNF]\n"
           "Normally run through tests/bench/run, which prepares DIR.\n",
           stderr);
     exit(2);
@@ -1078,6 +1212,7 @@ int main(int argc, char **argv)
         {"rounds", required_argument, NULL, 'r'},
         {"slice", required_argument, NULL, 's'},
         {"only", required_argument, NULL, 'o'},
+        {"pp-conf", required_argument, NULL, 'x'},
         {NULL, 0, NULL, 0},
     };
     double t0 = now_ns();
@@ -1116,6 +1251,9 @@ int main(int argc, char **argv)
             break;
         case 'o':
             opt.only = optarg;
+            break;
+        case 'x':
+            opt.pp_conf = optarg;
             break;
         default:
             usage();

@@ -57,20 +57,19 @@ static int ctrl(ENGINE *e, const char *cmd, const char *arg)
     return 0;
 }
 
-int bench_engine_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c)
+EVP_PKEY *bench_engine_key(const BENCH_OPTS *o)
 {
-    ENG *eng = calloc(1, sizeof(*eng));
     char pin[256];
     ENGINE *e;
+    EVP_PKEY *key;
 
-    if (eng == NULL || o->engine == NULL || o->module == NULL || o->uri == NULL ||
-        o->pin_file == NULL || o->scheme == NULL) {
+    if (o->engine == NULL || o->module == NULL || o->uri == NULL || o->pin_file == NULL) {
         fprintf(stderr, "p11mtls-bench-worker: engine needs --engine, --module, --uri, "
-                        "--pin-file, --scheme\n");
-        return 0;
+                        "--pin-file\n");
+        return NULL;
     }
     if (!bench_read_line(o->pin_file, pin, sizeof(pin)))
-        return 0;
+        return NULL;
     ENGINE_load_dynamic();
     if ((e = ENGINE_by_id("dynamic")) == NULL) {
         bench_ossl_error("no dynamic engine");
@@ -79,16 +78,28 @@ int bench_engine_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c)
     if (!ctrl(e, "SO_PATH", o->engine) || !ctrl(e, "ID", "pkcs11") ||
         !ctrl(e, "LIST_ADD", "1") || !ctrl(e, "LOAD", NULL) ||
         !ctrl(e, "MODULE_PATH", o->module) || !ctrl(e, "PIN", pin))
-        return 0;
+        return NULL;
+    OPENSSL_cleanse(pin, sizeof(pin));
     if (!ENGINE_init(e)) {
         bench_ossl_error("libp11 engine: ENGINE_init");
-        return 0;
+        return NULL;
     }
-    eng->key = ENGINE_load_private_key(e, o->uri, NULL, NULL);
-    if (eng->key == NULL) {
+    key = ENGINE_load_private_key(e, o->uri, NULL, NULL);
+    if (key == NULL)
         bench_ossl_error("libp11 engine: loading the key");
+    return key;
+}
+
+int bench_engine_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c)
+{
+    ENG *eng = calloc(1, sizeof(*eng));
+
+    if (eng == NULL || o->scheme == NULL) {
+        fprintf(stderr, "p11mtls-bench-worker: engine needs --scheme\n");
         return 0;
     }
+    if ((eng->key = bench_engine_key(o)) == NULL)
+        return 0;
     if (strcmp(o->scheme, "ed25519") == 0) {
         eng->md = NULL;
     } else {

@@ -8,6 +8,9 @@
  *            the token's combined hash-and-sign mechanism when it lists one (the input
  *            is then the message), else the raw one over a hash computed once, before
  *            timing. This is the limit of the token.
+ *   rawcopy  raw, on a session copy of the key (C_CopyObject with CKA_TOKEN = false,
+ *            made once in a session kept open): what p11mtls's key cache signs with, and
+ *            the limit of a token that signs faster with session objects (SoftHSM2).
  *   rawmech  the raw mechanism (CKM_RSA_PKCS over a DigestInfo, CKM_RSA_PKCS_PSS,
  *            CKM_ECDSA) with SHA-256 computed in software for every signature, as the
  *            provider does for tokens without the combined mechanism and as libp11 does.
@@ -63,8 +66,9 @@ typedef struct raw {
     CK_FUNCTION_LIST *fl;
     CK_MECHANISM mech;
     CK_RSA_PKCS_PSS_PARAMS pss;
-    int hash_each;   /* rawmech: SHA-256 in software for every signature */
-    size_t hash_off; /* where the hash goes in in[] (after a DigestInfo header) */
+    int hash_each;         /* rawmech: SHA-256 in software for every signature */
+    CK_OBJECT_HANDLE copy; /* rawcopy: the session copy, else CK_INVALID_HANDLE */
+    size_t hash_off;       /* where the hash goes in in[] (after a DigestInfo header) */
     EVP_MD *sha256;
     unsigned char in[BENCH_MSG_LEN];
     size_t inlen;
@@ -109,6 +113,8 @@ static void *raw_thread_new(void *arg, int idx)
         free(t);
         return NULL;
     }
+    if (r->copy != CK_INVALID_HANDLE)
+        t->h = r->copy;
     return t;
 }
 
@@ -138,6 +144,26 @@ static int raw_op(void *arg, void *tstate)
         return 0;
     }
     return 1;
+}
+
+/* The session copy, in a session kept open for the life of the process. */
+static int raw_copy_key(RAW *r)
+{
+    CK_BBOOL no = CK_FALSE;
+    CK_ATTRIBUTE tmpl[] = {{CKA_TOKEN, &no, sizeof(no)}};
+    CK_SESSION_HANDLE keeper;
+    CK_OBJECT_HANDLE h;
+    CK_RV rv;
+
+    if (p11m_session_get(r->tok, &keeper) != CKR_OK ||
+        p11m_obj_handle(r->key, keeper, &h) != CKR_OK)
+        return raw_fail("session or key handle");
+    rv = r->fl->C_CopyObject(keeper, h, tmpl, 1, &r->copy);
+    if (rv != CKR_OK) {
+        fprintf(stderr, "p11mtls-bench-worker: C_CopyObject: %s\n", p11m_ckr_name(rv));
+        return 0;
+    }
+    return 1; /* keeper is never given back */
 }
 
 static int raw_setup(const BENCH_OPTS *o, enum scheme s, BENCH_CONTENDER *c)
@@ -177,6 +203,8 @@ static int raw_setup(const BENCH_OPTS *o, enum scheme s, BENCH_CONTENDER *c)
     p11_kit_uri_free(fa.uri);
     r->tok = p11m_obj_token(r->key);
     r->fl = mod->fl;
+    if (strcmp(o->via, "rawcopy") == 0 && !raw_copy_key(r))
+        return 0;
     r->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
     if (r->sha256 == NULL) {
         bench_ossl_error("SHA256");
@@ -303,7 +331,8 @@ int bench_sign_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c)
 
     if (!scheme_of(o->scheme, &s))
         return 0;
-    if (strcmp(o->via, "raw") == 0 || strcmp(o->via, "rawmech") == 0)
+    if (strcmp(o->via, "raw") == 0 || strcmp(o->via, "rawmech") == 0 ||
+        strcmp(o->via, "rawcopy") == 0)
         return raw_setup(o, s, c);
     if (strcmp(o->via, "prov") == 0 || strcmp(o->via, "soft") == 0)
         return evp_setup(o, s, c);

@@ -11,7 +11,11 @@
  *   --via file   a PEM key and certificate (in memory)
  *   --via uri    a key loaded through OSSL_STORE from the p11mtls provider, which --conf
  *                loads into the default library context (the program's "native" setup)
+ *   --via engine the key through libp11's engine (--engine, --module, --pin-file)
  *   --via none   nothing: whatever the preloaded shim presents, if anything
+ * With --server-shared the server uses the default library context instead, made after
+ * the client's: where the client's --conf loaded a provider, the server's certificate
+ * parsing and verification meet it, as in a program that is both client and server.
  * After each handshake the server must have seen a client certificate (--expect cert,
  * the default) or none (--expect nocert): a contender that silently stopped presenting
  * would otherwise look fast.
@@ -110,13 +114,14 @@ static int tls_versions(SSL_CTX *ctx, int v)
 
 static SSL_CTX *server_ctx(const BENCH_OPTS *o, int version)
 {
-    OSSL_LIB_CTX *lib = OSSL_LIB_CTX_new();
+    OSSL_LIB_CTX *lib = o->server_shared ? NULL : OSSL_LIB_CTX_new();
     SSL_CTX *s;
     STACK_OF(X509_NAME) * cas;
     int require = o->verify == NULL || strcmp(o->verify, "require") == 0;
 
-    if (lib == NULL || OSSL_PROVIDER_load(lib, "default") == NULL ||
-        (s = SSL_CTX_new_ex(lib, NULL, TLS_server_method())) == NULL)
+    if (!o->server_shared && (lib == NULL || OSSL_PROVIDER_load(lib, "default") == NULL))
+        return NULL;
+    if ((s = SSL_CTX_new_ex(lib, NULL, TLS_server_method())) == NULL)
         return NULL;
     if (!tls_versions(s, version) ||
         SSL_CTX_use_certificate_chain_file(s, path_in(o->dir, "server-fullchain.pem")) !=
@@ -158,8 +163,10 @@ static SSL_CTX *client_ctx(const BENCH_OPTS *o, int version)
             SSL_CTX_use_PrivateKey_file(c, o->key_file, SSL_FILETYPE_PEM) != 1)
             return NULL;
     } else {
-        if (o->uri == NULL || (key = bench_store_key(o->uri)) == NULL ||
-            SSL_CTX_use_PrivateKey(c, key) != 1)
+        key = strcmp(o->via, "engine") == 0 ? bench_engine_key(o)
+              : o->uri != NULL              ? bench_store_key(o->uri)
+                                            : NULL;
+        if (key == NULL || SSL_CTX_use_PrivateKey(c, key) != 1)
             return NULL;
         EVP_PKEY_free(key);
     }
@@ -173,20 +180,26 @@ int bench_tls_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c)
 
     if (t == NULL || o->tls == NULL || o->dir == NULL ||
         (strcmp(o->via, "file") != 0 && strcmp(o->via, "uri") != 0 &&
-         strcmp(o->via, "none") != 0) ||
+         strcmp(o->via, "engine") != 0 && strcmp(o->via, "none") != 0) ||
         (strcmp(o->via, "uri") == 0 && o->conf == NULL)) {
-        fprintf(stderr,
-                "p11mtls-bench-worker: tls needs --via file|uri|none, --tls, --dir "
-                "(and --conf with uri)\n");
+        fprintf(
+            stderr,
+            "p11mtls-bench-worker: tls needs --via file|uri|engine|none, --tls, --dir "
+            "(and --conf with uri)\n");
         return 0;
     }
     version = strcmp(o->tls, "1.2") == 0 ? TLS1_2_VERSION : TLS1_3_VERSION;
-    if ((t->sctx = server_ctx(o, version)) == NULL) {
+    /* A shared server comes second, into the library context the client configured. */
+    if (!o->server_shared && (t->sctx = server_ctx(o, version)) == NULL) {
         bench_ossl_error("server context");
         return 0;
     }
     if ((t->cctx = client_ctx(o, version)) == NULL) {
         bench_ossl_error("client context");
+        return 0;
+    }
+    if (o->server_shared && (t->sctx = server_ctx(o, version)) == NULL) {
+        bench_ossl_error("server context");
         return 0;
     }
     t->expect_cert = o->expect == NULL || strcmp(o->expect, "cert") == 0;

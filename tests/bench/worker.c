@@ -224,16 +224,17 @@ static long rss_kb(void)
 
 static void usage(void)
 {
-    fputs(
-        "usage: p11mtls-bench-worker sign --via raw|rawmech|prov|engine|soft --scheme S\n"
-        "           [--module SO --pin-file F --uri URI --conf CNF --key-file PEM\n"
-        "            --engine SO --init-only]\n"
-        "       p11mtls-bench-worker tls --via file|uri|none --tls 1.2|1.3 --dir DIR\n"
-        "           [--cert PEM --key-file PEM --uri URI --conf CNF\n"
-        "            --verify require|request --expect cert|nocert]\n"
-        "schemes: rsa-pkcs1 rsa-pss ecdsa ed25519. Commands on stdin: run MS THREADS,\n"
-        "n COUNT, rss, quit (see worker.c).\n",
-        stderr);
+    fputs("usage: p11mtls-bench-worker sign --via raw|rawcopy|rawmech|prov|engine|soft\n"
+          "           --scheme S\n"
+          "           [--module SO --pin-file F --uri URI --conf CNF --key-file PEM\n"
+          "            --engine SO --init-only]\n"
+          "       p11mtls-bench-worker tls --via file|uri|engine|none --tls 1.2|1.3\n"
+          "           --dir DIR [--cert PEM --key-file PEM --uri URI --conf CNF\n"
+          "            --module SO --pin-file F --engine SO --server-shared\n"
+          "            --verify require|request --expect cert|nocert]\n"
+          "schemes: rsa-pkcs1 rsa-pss ecdsa ed25519. Commands on stdin: run MS THREADS,\n"
+          "n COUNT, rss, quit (see worker.c).\n",
+          stderr);
     exit(2);
 }
 
@@ -254,6 +255,7 @@ static void parse(int argc, char **argv, BENCH_OPTS *o)
         {"verify", required_argument, NULL, 'V'},
         {"expect", required_argument, NULL, 'E'},
         {"init-only", no_argument, NULL, 'I'},
+        {"server-shared", no_argument, NULL, 'S'},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -306,6 +308,9 @@ static void parse(int argc, char **argv, BENCH_OPTS *o)
             break;
         case 'I':
             o->init_only = 1;
+            break;
+        case 'S':
+            o->server_shared = 1;
             break;
         default:
             usage();
