@@ -1,10 +1,11 @@
 /*
  * decide.c - what to do when a server asks this client for a certificate.
  *
- * Runs inside libssl's certificate callback, which a client reaches only when the server
- * sent a CertificateRequest (in the handshake, or later for TLS 1.3 post-handshake auth
- * and TLS 1.2 renegotiation). Every outcome is one log line naming the destination, the
- * rule and what was presented or why not.
+ * Runs inside libssl's certificate callback or GnuTLS's certificate retrieve callback,
+ * which a client reaches only when the server sent a CertificateRequest (in the
+ * handshake, or later for TLS 1.3 post-handshake auth and TLS 1.2 renegotiation). Every
+ * outcome is one log line naming the destination, the rule and what was presented or
+ * why not. The TLS library's side comes in a struct shim_request.
  */
 #include <stdio.h>
 #include <string.h>
@@ -12,41 +13,11 @@
 #include "shim.h"
 
 struct decision {
-    SSL *ssl;
+    const struct shim_request *rq;
     const struct shim_conf *c;
     char dest[SHIM_HOST_MAX + 16];
     const char *source;
 };
-
-static const char *decide_tls(const struct decision *d)
-{
-    return shim_fn.SSL_get_version(d->ssl);
-}
-
-/* The program configured a certificate or a client-certificate callback: it decides. */
-static bool decide_program_owns(const struct decision *d)
-{
-    X509 *own = shim_fn.SSL_get_certificate(d->ssl);
-
-    if (own != NULL && shim_identity_owns(own)) {
-        /* ours from an earlier handshake on this SSL: decide afresh */
-        shim_fn.SSL_certs_clear(d->ssl);
-    } else if (own != NULL && shim_fn.SSL_get_privatekey(d->ssl) != NULL) {
-        shim_log(SHIM_INFO,
-                 "dest=%s (%s) %s: the program set its own certificate; "
-                 "p11mtls not involved",
-                 d->dest, d->source, decide_tls(d));
-        return true;
-    }
-    if (shim_fn.SSL_CTX_get_client_cert_cb(shim_fn.SSL_get_SSL_CTX(d->ssl)) != NULL) {
-        shim_log(SHIM_INFO,
-                 "dest=%s (%s) %s: the program chooses client certificates "
-                 "itself (client_cert_cb); p11mtls not involved",
-                 d->dest, d->source, decide_tls(d));
-        return true;
-    }
-    return false;
-}
 
 static int decide_unavailable(const struct decision *d, const struct shim_rule *r,
                               const char *why)
@@ -57,18 +28,19 @@ static int decide_unavailable(const struct decision *d, const struct shim_rule *
         shim_log(SHIM_ERROR,
                  "dest=%s (%s) %s rule=%s identity=%s: not presented: %s; "
                  "handshake aborted (on_unavailable = abort)",
-                 d->dest, d->source, decide_tls(d), r->name, identity, why);
+                 d->dest, d->source, d->rq->tls, r->name, identity, why);
         return 0;
     }
     shim_log(SHIM_WARN,
              "dest=%s (%s) %s rule=%s identity=%s: not presented: %s; "
              "continuing without a client certificate",
-             d->dest, d->source, decide_tls(d), r->name, identity, why);
+             d->dest, d->source, d->rq->tls, r->name, identity, why);
     return 1;
 }
 
 static int decide_present(const struct decision *d, const struct shim_rule *r)
 {
+    const struct shim_request *rq = d->rq;
     const char *name = d->c->ids[r->identity].name;
     const struct shim_identity *id;
     char why[512] = "";
@@ -78,44 +50,105 @@ static int decide_present(const struct decision *d, const struct shim_rule *r)
         return decide_unavailable(d, r, why);
     if (!shim_identity_valid_now(id, why, sizeof(why)))
         return decide_unavailable(d, r, why);
-    if (r->require_ca_match && !shim_identity_ca_match(id, d->ssl, why, sizeof(why)))
+    if (r->require_ca_match && !rq->ca_match(rq->conn, id, why, sizeof(why)))
         return decide_unavailable(d, r, why);
-    if (shim_fn.SSL_use_cert_and_key(d->ssl, id->cert, id->key, id->chain, 1) != 1) {
-        char err[256];
-
-        shim_ossl_error_text(err, sizeof(err), true);
-        shim_fmt(why, sizeof(why), "libssl refused the key and certificate: %s", err);
+    if (!rq->present(rq->conn, id, why, sizeof(why)))
         return decide_unavailable(d, r, why);
-    }
     shim_log(SHIM_INFO,
              "dest=%s (%s) %s rule=%s identity=%s: presented subject=\"%s\" "
              "serial=%s%s",
-             d->dest, d->source, decide_tls(d), r->name, name, id->subject, id->serial,
-             shim_fn.SSL_version(d->ssl) == TLS1_3_VERSION
-                 ? " (TLS 1.3: if the server rejects it, the program sees the error at "
-                   "its first read)"
+             d->dest, d->source, rq->tls, r->name, name, id->subject, id->serial,
+             rq->tls13
+                 ? " (TLS 1.3: if the server rejects it, the program sees the error "
+                   "at its first read)"
                  : "");
     return 1;
 }
 
-int shim_decide(SSL *ssl, const struct shim_conf *c)
+int shim_decide_request(const struct shim_request *rq, const struct shim_conf *c)
 {
-    struct decision d = {.ssl = ssl, .c = c};
+    struct decision d = {.rq = rq, .c = c};
     const struct shim_rule *r;
-    struct shim_dest dest;
+    const char *own;
 
-    shim_dest_from_ssl(ssl, &dest);
-    shim_dest_format(&dest, d.dest, sizeof(d.dest));
-    d.source = dest.source != NULL ? dest.source : "no SNI, verify host or socket";
-    if (decide_program_owns(&d))
+    shim_dest_format(&rq->dest, d.dest, sizeof(d.dest));
+    d.source =
+        rq->dest.source != NULL ? rq->dest.source : "no SNI, verify host or socket";
+    own = rq->program_owns(rq->conn);
+    if (own != NULL) {
+        shim_log(SHIM_INFO, "dest=%s (%s) %s: %s; p11mtls not involved", d.dest, d.source,
+                 rq->tls, own);
         return 1;
-    r = shim_rules_find(c, &dest);
+    }
+    r = shim_rules_find(c, &rq->dest);
     if (r == NULL) {
         shim_log(SHIM_INFO, "dest=%s (%s) %s: %s; no certificate from p11mtls", d.dest,
-                 d.source, decide_tls(&d),
-                 dest.source == NULL ? "destination unknown, no rule can match"
-                                     : "no rule matches");
+                 d.source, rq->tls,
+                 rq->dest.source == NULL ? "destination unknown, no rule can match"
+                                         : "no rule matches");
         return 1;
     }
     return decide_present(&d, r);
+}
+
+int shim_decide_fail_closed(void)
+{
+    static int told;
+
+    if (!__atomic_exchange_n(&told, 1, __ATOMIC_RELAXED))
+        shim_log(SHIM_ERROR, "refusing client TLS handshakes: the p11mtls configuration "
+                             "has errors and on_config_error = abort");
+    return 0;
+}
+
+/* ---- OpenSSL's side of a request ---- */
+
+/* The program configured a certificate or a client-certificate callback: it decides. */
+static const char *decide_ssl_program_owns(void *conn)
+{
+    SSL *ssl = conn;
+    X509 *own = shim_fn.SSL_get_certificate(ssl);
+
+    if (own != NULL && shim_identity_owns(own)) {
+        /* ours from an earlier handshake on this SSL: decide afresh */
+        shim_fn.SSL_certs_clear(ssl);
+    } else if (own != NULL && shim_fn.SSL_get_privatekey(ssl) != NULL) {
+        return "the program set its own certificate";
+    }
+    if (shim_fn.SSL_CTX_get_client_cert_cb(shim_fn.SSL_get_SSL_CTX(ssl)) != NULL)
+        return "the program chooses client certificates itself (client_cert_cb)";
+    return NULL;
+}
+
+static bool decide_ssl_ca_match(void *conn, const struct shim_identity *id, char *why,
+                                size_t len)
+{
+    return shim_identity_ca_match(id, conn, why, len);
+}
+
+static bool decide_ssl_present(void *conn, const struct shim_identity *id, char *why,
+                               size_t len)
+{
+    char err[256];
+
+    if (shim_fn.SSL_use_cert_and_key(conn, id->cert, id->key, id->chain, 1) == 1)
+        return true;
+    shim_ossl_error_text(err, sizeof(err), true);
+    shim_fmt(why, len, "libssl refused the key and certificate: %s", err);
+    return false;
+}
+
+int shim_decide(SSL *ssl, const struct shim_conf *c)
+{
+    struct shim_request rq = {
+        .tls = shim_fn.SSL_get_version(ssl),
+        .tls13 = shim_fn.SSL_version(ssl) == TLS1_3_VERSION,
+        .conn = ssl,
+        .program_owns = decide_ssl_program_owns,
+        .ca_match = decide_ssl_ca_match,
+        .present = decide_ssl_present,
+    };
+
+    shim_dest_from_ssl(ssl, &rq.dest);
+    return shim_decide_request(&rq, c);
 }

@@ -12,10 +12,17 @@
  * SSL_CTX_set_cert_cb / SSL_set_cert_cb: OpenSSL has a single certificate-callback
  * slot and no getter, so a program setting its own would evict the shim. The program's
  * callback is recorded instead and called first from the shim's.
+ *
+ * SSL_connect / SSL_do_handshake / SSL_read / SSL_read_ex bracket the calls in which a
+ * client's certificate callback can run, and recv (exported under glibc's version) notes
+ * the socket read inside them: a program with its own BIO (curl) shows OpenSSL no
+ * descriptor, but its BIO reads exactly that connection's socket in that call (io.c).
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include "shim.h"
 
@@ -297,4 +304,88 @@ SHIM_EXPORT void SSL_set_cert_cb(SSL *s, cert_cb_fn cb, void *arg)
     }
     shim_fn.SSL_set_cert_cb(s, hooks_cert_cb, ch);
     hooks_chain_release(old);
+}
+
+/* ---- the socket behind a program's own BIO ---- */
+
+#define HOOKS_IO_CALL(ssl, call)                                                         \
+    do {                                                                                 \
+        struct shim_io io;                                                               \
+        __typeof__(call) rc;                                                             \
+                                                                                         \
+        shim_io_begin(&io, ssl);                                                         \
+        rc = call;                                                                       \
+        shim_io_end(&io);                                                                \
+        return rc;                                                                       \
+    } while (0)
+
+SHIM_EXPORT int SSL_connect(SSL *s)
+{
+    __typeof__(SSL_connect) *next;
+
+    if (!shim_ossl_ready()) {
+        next = shim_ossl_next("SSL_connect");
+        return next != NULL ? next(s) : -1;
+    }
+    HOOKS_IO_CALL(s, shim_fn.SSL_connect(s));
+}
+
+SHIM_EXPORT int SSL_do_handshake(SSL *s)
+{
+    __typeof__(SSL_do_handshake) *next;
+
+    if (!shim_ossl_ready()) {
+        next = shim_ossl_next("SSL_do_handshake");
+        return next != NULL ? next(s) : -1;
+    }
+    HOOKS_IO_CALL(s, shim_fn.SSL_do_handshake(s));
+}
+
+/* TLS 1.3 post-handshake auth and TLS 1.2 renegotiation run inside reads. */
+SHIM_EXPORT int SSL_read(SSL *s, void *buf, int num)
+{
+    __typeof__(SSL_read) *next;
+
+    if (!shim_ossl_ready()) {
+        next = shim_ossl_next("SSL_read");
+        return next != NULL ? next(s, buf, num) : -1;
+    }
+    HOOKS_IO_CALL(s, shim_fn.SSL_read(s, buf, num));
+}
+
+SHIM_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
+{
+    __typeof__(SSL_read_ex) *next;
+
+    if (!shim_ossl_ready()) {
+        next = shim_ossl_next("SSL_read_ex");
+        return next != NULL ? next(s, buf, num, readbytes) : 0;
+    }
+    HOOKS_IO_CALL(s, shim_fn.SSL_read_ex(s, buf, num, readbytes));
+}
+
+/* glibc's recv; the version node in the map makes references to glibc's recv bind
+ * here. Only notes the descriptor when a bracketed call runs on this thread. */
+SHIM_EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    static __typeof__(recv) *real;
+    __typeof__(recv) *fn = __atomic_load_n(&real, __ATOMIC_ACQUIRE);
+    ssize_t n;
+
+    if (fn == NULL) {
+        fn = (__typeof__(recv) *) dlvsym(RTLD_NEXT, "recv", SHIM_GLIBC_RECV);
+        if (fn == NULL) {
+            errno = ENOSYS;
+            return -1;
+        }
+        __atomic_store_n(&real, fn, __ATOMIC_RELEASE);
+    }
+    n = fn(fd, buf, len, flags);
+    if (n > 0) {
+        int saved = errno;
+
+        shim_io_note(fd);
+        errno = saved;
+    }
+    return n;
 }

@@ -140,12 +140,17 @@ struct shim_identity {
  */
 const struct shim_identity *shim_identity_get(const struct shim_conf *c, size_t idx,
                                               char *why, size_t len);
+/* The private library context the identities live in (NULL before the first load). */
+OSSL_LIB_CTX *shim_identity_libctx(void);
 /* True if cert is one the shim installed (so a renegotiation may replace it). */
 bool shim_identity_owns(const X509 *cert);
 bool shim_identity_valid_now(const struct shim_identity *id, char *why, size_t len);
 /* The server's acceptable-CA list names an issuer of ours, or is empty. */
 bool shim_identity_ca_match(const struct shim_identity *id, const SSL *ssl, char *why,
                             size_t len);
+/* The same for a list of names the caller has at hand (NULL or empty: no constraint). */
+bool shim_identity_ca_listed(const struct shim_identity *id,
+                             const STACK_OF(X509_NAME) * cas, char *why, size_t len);
 
 /*
  * Read a PIN from "file:PATH" or "env:NAME"; false if none (pin.c). A PIN file must be a
@@ -167,5 +172,48 @@ UI_METHOD *shim_pin_ui_method(void);
 /* Run at a CertificateRequest on a client SSL: 1 to continue, 0 to abort the handshake.
  */
 int shim_decide(SSL *ssl, const struct shim_conf *c);
+
+/*
+ * A client connection at a CertificateRequest, whatever TLS library carries it: the same
+ * rules, checks and log lines apply to OpenSSL and GnuTLS programs. The library's side
+ * answers through the callbacks, with conn as their first argument.
+ */
+struct shim_request {
+    struct shim_dest dest;
+    const char *tls; /* "TLSv1.3", ... */
+    bool tls13;
+    void *conn;
+    /* NULL, or why the program decides itself ("the program set its own certificate") */
+    const char *(*program_owns)(void *conn);
+    bool (*ca_match)(void *conn, const struct shim_identity *id, char *why, size_t len);
+    /* install id for this handshake; false with why filled if the library refused it */
+    bool (*present)(void *conn, const struct shim_identity *id, char *why, size_t len);
+};
+
+/* 1 to continue (with or without the identity), 0 to abort the handshake. */
+int shim_decide_request(const struct shim_request *rq, const struct shim_conf *c);
+/* Fail-closed mode (on_config_error = abort): says so once; returns 0. */
+int shim_decide_fail_closed(void);
+
+/* ---- whose socket is this? (io.c) ---- */
+
+/*
+ * A program with its own transport (curl's BIO, GnuTLS push/pull functions) shows the
+ * shim no socket. The hooks note which descriptor recv() read during one handshake call
+ * of one connection object; -1 if none. shim_io_begin/end bracket that call.
+ */
+struct shim_io {
+    const void *conn;
+    int fd;
+    struct shim_io *outer;
+};
+void shim_io_begin(struct shim_io *io, const void *conn);
+void shim_io_end(struct shim_io *io);
+/* recv() read from fd: credited to the innermost call running on this thread. */
+void shim_io_note(int fd);
+/* The descriptor conn read in the handshake call now running on this thread, or -1. */
+int shim_io_fd(const void *conn);
+/* Port and (when nothing named the peer) address of the socket fd's peer. */
+void shim_dest_from_fd(int fd, struct shim_dest *d);
 
 #endif
