@@ -45,6 +45,7 @@ struct doc_opts {
     const char *ca;
     const char *module;
     const char *provider;
+    const char *program; /* --program: which TLS library it uses (tlslib.c) */
     long timeout;
     long wait;
 };
@@ -1117,6 +1118,8 @@ static int doc_run(const struct doc_opts *o)
     tool_core_errors(1); /* the core's messages go into the check lines */
     if (o->dest != NULL && !doc_parse_dest(&d, o->dest))
         return TOOL_EXIT_USAGE;
+    if (o->program != NULL)
+        d.fails += doctor_program(o->program, &d.warns) != 0;
     if (doc_config(&d)) {
         if (o->dest != NULL) {
             if (doc_rule(&d)) {
@@ -1144,6 +1147,7 @@ static void doctor_usage(FILE *out)
             "Usage: p11mtls doctor [URL | HOST[:PORT]] [--config FILE] [--ca FILE]\n"
             "                      [--module PATH] [--provider PATH] [--timeout S] "
             "[--wait S]\n"
+            "                      [--program PROGRAM|PID]\n"
             "\n"
             "Explains step by step whether this device would present its client\n"
             "certificate to the destination, and why not: the configuration, the rule\n"
@@ -1165,6 +1169,10 @@ static void doctor_usage(FILE *out)
             "  --provider PATH p11mtls.so (default: as the preload library finds it)\n"
             "  --timeout S     connect and handshake timeout (default 10)\n"
             "  --wait S        how long to wait for a late rejection (default 2)\n"
+            "  --program PROG  which TLS library PROG (a path or command name) or a\n"
+            "                  running process (PID) uses, and whether the preload\n"
+            "                  library covers it (OpenSSL 3 and GnuTLS, linked\n"
+            "                  dynamically), else what to use instead\n"
             "Exit status: 0 every check passed (warnings allowed), 3 a check failed,\n"
             "2 usage error.\n",
             DOC_WARN_DAYS, DOC_CONF_PATH);
@@ -1196,6 +1204,9 @@ static int doctor_main_opt(int c, char *arg, void *vo)
         if (!tool_parse_long(CMD, "--wait", arg, 0, 600, &o->wait))
             return TOOL_EXIT_USAGE;
         break;
+    case 'p':
+        o->program = arg;
+        break;
     }
     return 0;
 }
@@ -1209,11 +1220,12 @@ int doctor_main(int argc, char **argv)
         {"provider", required_argument, NULL, 'P'},
         {"timeout", required_argument, NULL, 't'},
         {"wait", required_argument, NULL, 'w'},
+        {"program", required_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static const TOOL_CMD cmd = {CMD, "h", longopts, doctor_usage, 1};
-    struct doc_opts o = {NULL, NULL, NULL, NULL, NULL, 10, 2};
+    struct doc_opts o = {NULL, NULL, NULL, NULL, NULL, NULL, 10, 2};
     int rc;
 
     if ((rc = tool_getopt(&cmd, argc, argv, doctor_main_opt, &o)) != TOOL_PARSED)
