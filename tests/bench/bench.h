@@ -16,7 +16,7 @@
 
 /* What the worker was asked to set up (see worker.c's usage text). */
 typedef struct bench_opts {
-    const char *kind;     /* sign | tls */
+    const char *kind;     /* sign | tls | gtls */
     const char *via;      /* sign: raw rawmech prov engine soft; tls: file uri none */
     const char *scheme;   /* rsa-pkcs1 rsa-pss ecdsa ed25519 */
     const char *module;   /* PKCS#11 module path (raw, rawmech, engine) */
@@ -44,6 +44,10 @@ typedef struct bench_contender {
 int bench_sign_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c);
 int bench_engine_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c);
 int bench_tls_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c);
+/* The same handshakes with a GnuTLS client (gtls.c). */
+int bench_gtls_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c);
+/* tls.c's server: its own library context, the fixture certificate, --verify. */
+struct ssl_ctx_st *bench_tls_server_ctx(const BENCH_OPTS *o, int version);
 
 /* The message every signing contender signs: as long as a TLS 1.3 CertificateVerify
  * input (64 spaces, a 33-byte context string, a zero, a SHA-256 transcript hash). */

@@ -711,6 +711,25 @@ static void shim_workers(CONT c[4], const char *ver, const char *label)
     w_env(&c[3].w, "LD_PRELOAD");
 }
 
+/* The same four with a GnuTLS client (native: GnuTLS's own PKCS#11 key). */
+static void shim_gnutls_workers(CONT c[4], const char *ver, const char *label)
+{
+    static const char *const tag[] = {"g-none", "g-nomatch", "g-shim", "g-native"};
+
+    for (int i = 0; i < 4; i++) {
+        cont_init(&c[i], tag[i], "gtls%s-%s-%s", ver, label, tag[i]);
+        w_args(&c[i].w, "gtls", "--via", i == 3 ? "uri" : "none", "--tls", ver, "--dir",
+               opt.dir, "--verify", i < 2 ? "request" : "require", "--expect",
+               i < 2 ? "nocert" : "cert", NULL);
+    }
+    w_args(&c[3].w, "--uri", key_uri(label), "--cert", in_dir("dev-%s.pem", label),
+           "--pin-file", in_dir("pin.txt"), NULL);
+    w_env(&c[0].w, "LD_PRELOAD");
+    shim_env(&c[1].w, in_dir("shim-nomatch-%s.conf", label));
+    shim_env(&c[2].w, in_dir("shim-%s.conf", label));
+    w_env(&c[3].w, "LD_PRELOAD");
+}
+
 static void bench_shim(void)
 {
     static const int one[] = {1};
@@ -723,16 +742,25 @@ static void bench_shim(void)
         "   shim     shim preloaded, presents the token identity; server requires it\n");
     printf("   native   no shim; the program loads the same token key through p11mtls\n");
     printf("   targets: nomatch/none >= 0.99, shim/native >= 0.97\n\n");
-    printf("%-8s %-9s %7s %7s %7s %7s  %-13s %-6s %-13s %s\n", "TLS", "client", "none",
+    printf("   GnuTLS rows: the same with a GnuTLS client (native: the key through "
+           "GnuTLS's own\n   PKCS#11 support, gnutls_certificate_set_x509_key_file2 with "
+           "the pkcs11: URI)\n\n");
+    printf("%-10s %-9s %7s %7s %7s %7s  %-13s %-6s %-13s %s\n", "TLS", "client", "none",
            "nomatch", "shim", "native", "nomatch/none", "noise", "shim/native", "noise");
-    for (int v = 0; v < 2; v++) {
-        for (int k = 0; k < 2; k++) {
+    for (int row = 0; row < 8; row++) {
+        {
+            int v = (row / 2) % 2, k = row % 2, gnutls = row >= 4;
             const char *ver = tls_versions[v], *label = tls_keys[k].label;
+            char title[32];
             CONT c[4];
 
-            shim_workers(c, ver, label);
+            snprintf(title, sizeof(title), "%s%s", gnutls ? "GnuTLS " : "", ver);
+            if (gnutls)
+                shim_gnutls_workers(c, ver, label);
+            else
+                shim_workers(c, ver, label);
             compare(c, 4, one, 1);
-            printf("%-8s %-9s %7s %7s %7s %7s  %-13s %-6s %-13s %s\n", ver,
+            printf("%-10s %-9s %7s %7s %7s %7s  %-13s %-6s %-13s %s\n", title,
                    tls_keys[k].title, rate(c[0].best[0]), rate(c[1].best[0]),
                    rate(c[2].best[0]), rate(c[3].best[0]),
                    ratio(c[1].best[0], c[0].best[0], 0.99), noise(&c[1], &c[0], 0),
@@ -793,7 +821,8 @@ static void bench_startup(void)
 {
     static char *true_argv[] = {"/bin/true", NULL};
     static char *curl_argv[] = {"/usr/bin/curl", "--version", NULL};
-    static char **const progs[] = {true_argv, curl_argv};
+    static char *gnutls_argv[] = {"/usr/bin/gnutls-cli", "--version", NULL};
+    static char **const progs[] = {true_argv, curl_argv, gnutls_argv};
     char **env[2] = {spawn_env(0), spawn_env(1)};
 
     printf("\n   Start-up: wall time of one run (fork+exec+exit, best slice mean of %d "
@@ -801,7 +830,7 @@ static void bench_startup(void)
            opt.spawn_runs);
     printf("   target: overhead <= 2 ms\n\n");
     printf("%-22s %12s %12s  %s\n", "program", "no preload", "preload", "overhead");
-    for (int p = 0; p < 2; p++) {
+    for (int p = 0; p < 3; p++) {
         double best[2] = {1e9, 1e9};
         char name[64];
 

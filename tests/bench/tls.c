@@ -108,7 +108,7 @@ static int tls_versions(SSL_CTX *ctx, int v)
     return SSL_CTX_set_min_proto_version(ctx, v) && SSL_CTX_set_max_proto_version(ctx, v);
 }
 
-static SSL_CTX *server_ctx(const BENCH_OPTS *o, int version)
+SSL_CTX *bench_tls_server_ctx(const BENCH_OPTS *o, int version)
 {
     OSSL_LIB_CTX *lib = OSSL_LIB_CTX_new();
     SSL_CTX *s;
@@ -181,7 +181,7 @@ int bench_tls_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c)
         return 0;
     }
     version = strcmp(o->tls, "1.2") == 0 ? TLS1_2_VERSION : TLS1_3_VERSION;
-    if ((t->sctx = server_ctx(o, version)) == NULL) {
+    if ((t->sctx = bench_tls_server_ctx(o, version)) == NULL) {
         bench_ossl_error("server context");
         return 0;
     }
