@@ -78,6 +78,11 @@ static bool gt_ok;
  * re-enter the shim and wait for the identity it is loading). */
 static __thread int gt_busy;
 
+/* fork: a table lock held by another thread at fork time would never be released in
+ * the child (the tables themselves stay valid: the child has the same sessions). */
+static void gt_prefork(void);
+static void gt_postfork(void);
+
 static void gt_resolve(void)
 {
     void *h = dlopen("libgnutls.so.30", RTLD_LAZY | RTLD_NOLOAD);
@@ -93,6 +98,8 @@ static void gt_resolve(void)
     gt.malloc_fn = dlvsym(h, "gnutls_malloc", "GNUTLS_3_4");
     gt.free_fn = dlvsym(h, "gnutls_free", "GNUTLS_3_4");
     gt_ok = ok && gt.malloc_fn != NULL && gt.free_fn != NULL;
+    if (gt_ok)
+        pthread_atfork(gt_prefork, gt_postfork, gt_postfork);
 }
 
 /* The real function, or NULL when libgnutls lacks one the shim needs: the hooks then
@@ -156,6 +163,20 @@ static struct gt_cred *gt_cred_find(gnutls_certificate_credentials_t cred, bool 
 
 /* ---- the shim's key, as GnuTLS sees it ---- */
 
+static pthread_mutex_t gt_key_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void gt_prefork(void)
+{
+    pthread_mutex_lock(&gt_key_lock);
+    pthread_mutex_lock(&gt_lock);
+}
+
+static void gt_postfork(void)
+{
+    pthread_mutex_unlock(&gt_lock);
+    pthread_mutex_unlock(&gt_key_lock);
+}
+
 struct gt_key {
     const struct shim_identity *id;
     gnutls_pcert_st *pcerts;
@@ -164,7 +185,6 @@ struct gt_key {
     struct gt_key *next;
 };
 
-static pthread_mutex_t gt_key_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct gt_key *gt_keys;
 
 static bool gt_key_is(const struct shim_identity *id, const char *type)
@@ -601,6 +621,7 @@ static int gt_retrieve(gnutls_session_t session, const struct gnutls_cert_retr_s
     bool client;
     int rc = 0, saved = errno;
 
+    shim_io_freeze();
     *pcerts = NULL;
     *npcerts = 0;
     *key = NULL;

@@ -20,6 +20,7 @@ void shim_io_begin(struct shim_io *io, const void *conn)
 {
     io->conn = conn;
     io->fd = -1;
+    io->frozen = false;
     io->outer = io_current;
     io_current = io;
 }
@@ -33,8 +34,16 @@ void shim_io_note(int fd)
 {
     struct shim_io *io = io_current;
 
-    if (io != NULL)
+    if (io != NULL && !io->frozen)
         io->fd = fd;
+}
+
+/* From the certificate callback on, reads are the shim's or the program's callback's
+ * (configuration, token, files), not the connection's. */
+void shim_io_freeze(void)
+{
+    if (io_current != NULL)
+        io_current->frozen = true;
 }
 
 int shim_io_fd(const void *conn)

@@ -205,12 +205,15 @@ int shim_decide_fail_closed(void);
 struct shim_io {
     const void *conn;
     int fd;
+    bool frozen; /* a certificate callback runs: later reads are not the connection's */
     struct shim_io *outer;
 };
 void shim_io_begin(struct shim_io *io, const void *conn);
 void shim_io_end(struct shim_io *io);
 /* recv() read from fd: credited to the innermost call running on this thread. */
 void shim_io_note(int fd);
+/* Called first thing in a certificate callback: keep the descriptor noted so far. */
+void shim_io_freeze(void);
 /* The descriptor conn read in the handshake call now running on this thread, or -1. */
 int shim_io_fd(const void *conn);
 /* Port and (when nothing named the peer) address of the socket fd's peer. */

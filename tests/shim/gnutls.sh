@@ -110,6 +110,60 @@ like "gnutls-cli, post-handshake auth: the server got the device" "$(cat "$WORK/
 like "... decided at the server's late request, port from the handshake's socket" \
     "$(sh_log_new)" "dest=localhost:$(cat "$WORK/pha.port") \(sni\) TLSv1.3 rule=r identity=device: presented"
 
+# -- ldapwhoami (libldap: GnuTLS with its own transport, which reads with read())
+# against slapd with TLSVerifyClient demand; SASL EXTERNAL names the certificate's
+# subject, so the answer proves what slapd verified. By IP: libldap checks the FQDN for
+# "localhost".
+slapd_start() {
+    local d=$WORK/slapd i
+    rm -rf "$d"
+    mkdir -p "$d/conf"
+    cat >"$d/config.ldif" <<LDIF
+dn: cn=config
+objectClass: olcGlobal
+cn: config
+olcPidFile: $d/slapd.pid
+olcTLSCACertificateFile: $FX_CA_CHAIN
+olcTLSCertificateFile: $FX_SERVER_FULLCHAIN
+olcTLSCertificateKeyFile: $FX_SERVER_KEY
+olcTLSVerifyClient: demand
+
+dn: olcDatabase={-1}frontend,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcFrontendConfig
+olcDatabase: {-1}frontend
+
+dn: olcDatabase={0}config,cn=config
+objectClass: olcDatabaseConfig
+olcDatabase: {0}config
+LDIF
+    slapadd -q -n 0 -F "$d/conf" -l "$d/config.ldif" || return 1
+    LP=$(fx_free_port)
+    "${FX__SERVER_ENV[@]}" /usr/sbin/slapd -h "ldaps://127.0.0.1:$LP/" -F "$d/conf" -d 0 \
+        >"$d/log" 2>&1 &
+    fx__track $! slapd
+    for ((i = 0; i < 100; i++)); do
+        fx__port_open "$LP" && return 0
+        sleep 0.05
+    done
+    return 1
+}
+# ldapwhoami exits with the LDAP error (-6: 250), which would read as a signal
+ldap_whoami() {
+    LDAPTLS_CACERT="$FX_CA_ROOT" ldapwhoami -N -Y EXTERNAL -H "ldaps://127.0.0.1:$LP" || return 1
+}
+check "slapd starts (ldaps, TLSVerifyClient demand)" slapd_start
+sh_token_conf "$WORK/shim.conf" p256 "127.0.0.1:$LP"
+gnutls_expect "ldapwhoami -Y EXTERNAL against slapd" \
+    "^dn:uid=dev-p256,cn=device-p256$" \
+    "dest=127.0.0.1:$LP \(peer\) TLSv1.3 rule=r identity=device: presented .*p256" \
+    ldap_whoami
+sh_token_conf "$WORK/shim.conf" p256 "127.0.0.1:1"
+sh_client ldap-norule sh_shim ldap_whoami
+like "... a rule for another port: slapd gets no certificate, no identity" \
+    "$SH_RC $(grep -c '^dn:' "$SH_OUT") $(sh_log_new)" \
+    "^1 0 .*dest=127.0.0.1:$LP \(peer\) TLSv1.3: no rule matches"
+
 # -- where nothing is presented
 sh_token_conf "$WORK/shim.conf" p256 "other.example localhost:1 127.0.0.1:1"
 gnutls_expect "wget, no rule for the destination" "^verify=NONE" \
