@@ -14,7 +14,8 @@
  * slice is the one least disturbed. Absolute figures depend on the machine; the ratios
  * are what to compare.
  *
- * LIST (comma-separated, default all but count): sign, tls, shim, startup, mem, count
+ * LIST (comma-separated, default all but count): sign, tls, shim, startup, mem, count,
+ * count-shim (the shim's counted table only)
  * (instructions per operation under callgrind: repeatable, about 3 minutes).
  * Exit status: 0 when everything ran (targets met or not: see the table), 1 when a
  * contender could not run, 2 on usage errors.
@@ -987,12 +988,13 @@ static char *kinstr_signed(double v)
     return p;
 }
 
+static void bench_count_shim(void);
+
 static void bench_count(void)
 {
     static const int nsign[] = {30, 30, 300, 100};
     static const char *const fmt = "%-16s %8s %8s %8s %8s %8s  %-7s %-7s %-7s %s\n";
     static const char *const fmt2 = "%-16s %9s %9s %9s %9s %9s %9s\n";
-    const int nhs = 40;
     double cnt[4][8] = {{0}};
 
     printf("\n5. Instructions per operation (callgrind; repeatable, load-independent)\n");
@@ -1061,21 +1063,35 @@ static void bench_count(void)
                kinstr_signed(x[6]), kinstr_signed(x[5] - x[6]),
                kinstr_signed(x[2] - x[1] - x[5]));
     }
-    printf("\n%-8s %-9s %8s %8s %8s %8s  %-12s %s\n", "TLS", "client", "none", "nomatch",
-           "shim", "native", "nomatch/none", "shim/native");
-    for (int v = 0; v < 2; v++) {
-        for (int k = 0; k < 2; k++) {
+    bench_count_shim();
+}
+
+/* The shim's table counted, with its GnuTLS rows (part count-shim alone). */
+static void bench_count_shim(void)
+{
+    const int nhs = 40;
+
+    printf("\n%-10s %-9s %8s %8s %8s %8s  %-12s %s\n", "TLS", "client", "none",
+           "nomatch", "shim", "native", "nomatch/none", "shim/native");
+    for (int row = 0; row < 8; row++) {
+        {
+            int v = (row / 2) % 2, k = row % 2, gnutls = row >= 4;
             const char *ver = tls_versions[v], *label = tls_keys[k].label;
+            char title[32];
             double x[4] = {0};
             CONT c[4];
 
-            shim_workers(c, ver, label);
+            snprintf(title, sizeof(title), "%s%s", gnutls ? "GnuTLS " : "", ver);
+            if (gnutls)
+                shim_gnutls_workers(c, ver, label);
+            else
+                shim_workers(c, ver, label);
             for (int j = 0; j < 4; j++) {
                 snprintf(c[j].w.name + strlen(c[j].w.name),
                          sizeof(c[j].w.name) - strlen(c[j].w.name), "-count");
                 x[j] = count_one(&c[j], nhs);
             }
-            printf("%-8s %-9s %8s %8s %8s %8s  %-12s %s\n", ver, tls_keys[k].title,
+            printf("%-10s %-9s %8s %8s %8s %8s  %-12s %s\n", title, tls_keys[k].title,
                    kinstr(x[0]), kinstr(x[1]), kinstr(x[2]), kinstr(x[3]),
                    ratio(x[0], x[1], 0), ratio(x[3], x[2], 0));
         }
@@ -1088,7 +1104,7 @@ static void usage(void)
 {
     fputs("usage: p11mtls-bench --dir DIR --worker PATH --preload PATH --provider PATH\n"
           "                     --module PATH [--engine SO] [--quick] [--rounds N]\n"
-          "                     [--slice MS] [--only sign,tls,shim,startup,mem,count]\n"
+          "                     [--slice MS] [--only sign,tls,shim,startup,mem,count,count-shim]\n"
           "Normally run through tests/bench/run, which prepares DIR.\n",
           stderr);
     exit(2);
@@ -1184,6 +1200,8 @@ int main(int argc, char **argv)
         bench_mem();
     if (opt.only != NULL && want("count"))
         bench_count();
+    else if (opt.only != NULL && want("count-shim"))
+        bench_count_shim();
     printf("\ntargets: %d met, %d missed; %d contender(s) failed to run; %d of %d slices "
            "disturbed by other processes; %.0f s (%.0f s waiting for a quiet machine)\n",
            targets_met, targets_missed, failures, slices_disturbed, slices_total,
