@@ -4,7 +4,8 @@
  * Only what the program itself gave libssl counts, in this order: the SNI host name,
  * else the host or IP it asked libssl to verify, else the address of the connected
  * socket. The port is known only from the socket. curl uses its own BIO (no descriptor)
- * and sends no SNI for IP literals: such a destination stays unknown and matches nothing.
+ * and sends no SNI for IP literals: its socket is the one its BIO read from during this
+ * handshake call (shim_io_fd). A destination still unknown matches nothing.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -32,11 +33,10 @@ static void dest_from_params(const SSL *ssl, struct shim_dest *d)
 }
 
 /* The socket peer: its port always, its address only when nothing named the peer. */
-static void dest_from_socket(const SSL *ssl, struct shim_dest *d)
+void shim_dest_from_fd(int fd, struct shim_dest *d)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
-    int fd = shim_fn.SSL_get_fd(ssl);
     bool named = d->source != NULL;
 
     if (fd < 0 || getpeername(fd, (struct sockaddr *) &ss, &sl) != 0)
@@ -63,10 +63,13 @@ static void dest_from_socket(const SSL *ssl, struct shim_dest *d)
 void shim_dest_from_ssl(const SSL *ssl, struct shim_dest *d)
 {
     const char *sni = shim_fn.SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    int fd;
 
     memset(d, 0, sizeof(*d));
     d->port = -1;
     if (sni == NULL || !shim_dest_set_name(d, sni, "sni"))
         dest_from_params(ssl, d);
-    dest_from_socket(ssl, d);
+    fd = shim_fn.SSL_get_fd(ssl);
+    /* curl's BIO: the socket its reads went to during this handshake call */
+    shim_dest_from_fd(fd >= 0 ? fd : shim_io_fd(ssl), d);
 }

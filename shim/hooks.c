@@ -12,10 +12,20 @@
  * SSL_CTX_set_cert_cb / SSL_set_cert_cb: OpenSSL has a single certificate-callback
  * slot and no getter, so a program setting its own would evict the shim. The program's
  * callback is recorded instead and called first from the shim's.
+ *
+ * SSL_connect / SSL_do_handshake / SSL_read / SSL_read_ex bracket the calls in which a
+ * client's certificate callback can run, and recv (exported under glibc's version) notes
+ * the socket read inside them: a program with its own BIO (curl) shows OpenSSL no
+ * descriptor, but its BIO reads exactly that connection's socket in that call (io.c);
+ * read does the same for transports that use it (libldap).
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "shim.h"
 
@@ -108,6 +118,7 @@ static int hooks_cert_cb(SSL *ssl, void *arg)
     const struct shim_conf *c = hooks_conf;
     int rc = 1, saved;
 
+    shim_io_freeze();
     if (ch != NULL && ch->cb != NULL)
         rc = ch->cb(ssl, ch->arg);
     if (rc <= 0 || c == NULL || hooks_busy || shim_fn.SSL_is_server(ssl))
@@ -297,4 +308,114 @@ SHIM_EXPORT void SSL_set_cert_cb(SSL *s, cert_cb_fn cb, void *arg)
     }
     shim_fn.SSL_set_cert_cb(s, hooks_cert_cb, ch);
     hooks_chain_release(old);
+}
+
+/* ---- the socket behind a program's own BIO ---- */
+
+#define HOOKS_IO_CALL(ssl, call)                                                         \
+    do {                                                                                 \
+        struct shim_io io;                                                               \
+        __typeof__(call) rc;                                                             \
+                                                                                         \
+        shim_io_begin(&io, ssl);                                                         \
+        rc = call;                                                                       \
+        shim_io_end(&io);                                                                \
+        return rc;                                                                       \
+    } while (0)
+
+SHIM_EXPORT int SSL_connect(SSL *s)
+{
+    __typeof__(SSL_connect) *next;
+
+    if (!shim_ossl_ready()) {
+        next = shim_ossl_next("SSL_connect");
+        return next != NULL ? next(s) : -1;
+    }
+    HOOKS_IO_CALL(s, shim_fn.SSL_connect(s));
+}
+
+SHIM_EXPORT int SSL_do_handshake(SSL *s)
+{
+    __typeof__(SSL_do_handshake) *next;
+
+    if (!shim_ossl_ready()) {
+        next = shim_ossl_next("SSL_do_handshake");
+        return next != NULL ? next(s) : -1;
+    }
+    HOOKS_IO_CALL(s, shim_fn.SSL_do_handshake(s));
+}
+
+/* TLS 1.3 post-handshake auth and TLS 1.2 renegotiation run inside reads. */
+SHIM_EXPORT int SSL_read(SSL *s, void *buf, int num)
+{
+    __typeof__(SSL_read) *next;
+
+    if (!shim_ossl_ready()) {
+        next = shim_ossl_next("SSL_read");
+        return next != NULL ? next(s, buf, num) : -1;
+    }
+    HOOKS_IO_CALL(s, shim_fn.SSL_read(s, buf, num));
+}
+
+SHIM_EXPORT int SSL_read_ex(SSL *s, void *buf, size_t num, size_t *readbytes)
+{
+    __typeof__(SSL_read_ex) *next;
+
+    if (!shim_ossl_ready()) {
+        next = shim_ossl_next("SSL_read_ex");
+        return next != NULL ? next(s, buf, num, readbytes) : 0;
+    }
+    HOOKS_IO_CALL(s, shim_fn.SSL_read_ex(s, buf, num, readbytes));
+}
+
+/*
+ * glibc's recv and read, under glibc's base version (the map's node, found by meson):
+ * they pass everything through and only note the descriptor when a bracketed call runs
+ * on this thread. curl, libcurl-gnutls, python and GnuTLS's default transport use recv;
+ * libldap's transport uses read.
+ */
+static __thread int hooks_resolving;
+
+static void *hooks_libc(void **slot, const char *name)
+{
+    void *fn = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+
+    /* dlvsym may itself read (a preloaded allocator): the raw system call then */
+    if (fn == NULL && !hooks_resolving) {
+        hooks_resolving = 1;
+        fn = dlvsym(RTLD_NEXT, name, SHIM_GLIBC_BASE);
+        hooks_resolving = 0;
+        __atomic_store_n(slot, fn, __ATOMIC_RELEASE);
+    }
+    return fn;
+}
+
+static void hooks_note(int fd, ssize_t n)
+{
+    int saved = errno;
+
+    if (n > 0)
+        shim_io_note(fd);
+    errno = saved;
+}
+
+SHIM_EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    static void *real;
+    __typeof__(recv) *fn = (__typeof__(recv) *) hooks_libc(&real, "recv");
+    ssize_t n = fn != NULL ? fn(fd, buf, len, flags)
+                           : syscall(SYS_recvfrom, fd, buf, len, flags, NULL, NULL);
+
+    hooks_note(fd, n);
+    return n;
+}
+
+SHIM_EXPORT ssize_t read(int fd, void *buf, size_t len)
+{
+    static void *real;
+    __typeof__(read) *fn = (__typeof__(read) *) hooks_libc(&real, "read");
+    ssize_t n = fn != NULL ? fn(fd, buf, len) : syscall(SYS_read, fd, buf, len);
+
+    hooks_note(fd, n);
+    return n;
 }

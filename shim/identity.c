@@ -431,6 +431,11 @@ const struct shim_identity *shim_identity_get(const struct shim_conf *c, size_t 
     return id;
 }
 
+OSSL_LIB_CTX *shim_identity_libctx(void)
+{
+    return identity_libctx;
+}
+
 bool shim_identity_owns(const X509 *cert)
 {
     size_t n = __atomic_load_n(&nslots, __ATOMIC_ACQUIRE);
@@ -479,7 +484,12 @@ static bool identity_issuer_listed(const X509_NAME *issuer,
 bool shim_identity_ca_match(const struct shim_identity *id, const SSL *ssl, char *why,
                             size_t len)
 {
-    const STACK_OF(X509_NAME) *cas = shim_fn.SSL_get0_peer_CA_list(ssl);
+    return shim_identity_ca_listed(id, shim_fn.SSL_get0_peer_CA_list(ssl), why, len);
+}
+
+bool shim_identity_ca_listed(const struct shim_identity *id,
+                             const STACK_OF(X509_NAME) * cas, char *why, size_t len)
+{
     int nchain =
         id->chain != NULL ? shim_fn.OPENSSL_sk_num((OPENSSL_STACK *) id->chain) : 0;
     char issuer[256];

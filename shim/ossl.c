@@ -19,7 +19,7 @@ static void *ossl_handle; /* the program's libssl, even if something was missing
  * is in the global scope; python loads it RTLD_LOCAL, so fall back to the soname.
  * RTLD_NOLOAD: never bring libssl into a process that does not have it.
  */
-static void *ossl_open_libssl(void)
+static void *ossl_open_libssl(int mode)
 {
     void *next = dlvsym(RTLD_NEXT, "SSL_CTX_new_ex", SHIM_OSSL_VERSION);
     Dl_info info;
@@ -28,7 +28,7 @@ static void *ossl_open_libssl(void)
     if (next != NULL && dladdr(next, &info) != 0 && info.dli_fname != NULL)
         h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
     if (h == NULL)
-        h = dlopen("libssl.so.3", RTLD_LAZY | RTLD_NOLOAD);
+        h = dlopen("libssl.so.3", RTLD_LAZY | mode);
     return h;
 }
 
@@ -43,9 +43,9 @@ static bool ossl_is_self(void *fn)
     return self.dli_fbase == other.dli_fbase;
 }
 
-static void ossl_resolve(void)
+static void ossl_fill(int mode)
 {
-    void *h = ossl_open_libssl();
+    void *h = ossl_open_libssl(mode);
     bool ok = h != NULL;
 
     if (!ok)
@@ -62,13 +62,33 @@ static void ossl_resolve(void)
 #undef SHIM_OSSL_OPT
     if (ok && ossl_is_self((void *) shim_fn.SSL_CTX_new_ex))
         ok = false;
-    ossl_ok = ok;
+    __atomic_store_n(&ossl_ok, ok, __ATOMIC_RELEASE);
+}
+
+static void ossl_resolve(void)
+{
+    ossl_fill(RTLD_NOLOAD);
 }
 
 bool shim_ossl_ready(void)
 {
     pthread_once(&ossl_once, ossl_resolve);
-    return ossl_ok;
+    return __atomic_load_n(&ossl_ok, __ATOMIC_ACQUIRE);
+}
+
+static pthread_once_t ossl_load_once = PTHREAD_ONCE_INIT;
+
+/* RTLD_LOCAL: the program's own symbol lookups must not start finding OpenSSL. */
+static void ossl_load_libssl(void)
+{
+    if (!shim_ossl_ready() && ossl_handle == NULL)
+        ossl_fill(RTLD_LOCAL);
+}
+
+bool shim_ossl_load(void)
+{
+    pthread_once(&ossl_load_once, ossl_load_libssl);
+    return __atomic_load_n(&ossl_ok, __ATOMIC_ACQUIRE);
 }
 
 /*

@@ -36,6 +36,10 @@
     X(SSL_CTX_new)                                                                       \
     X(SSL_CTX_set_cert_cb)                                                               \
     X(SSL_set_cert_cb)                                                                   \
+    X(SSL_connect)                                                                       \
+    X(SSL_do_handshake)                                                                  \
+    X(SSL_read)                                                                          \
+    X(SSL_read_ex)                                                                       \
     X(SSL_CTX_get_ssl_method)                                                            \
     X(TLS_server_method)                                                                 \
     X(SSL_CTX_get_ex_data)                                                               \
@@ -119,7 +123,21 @@
     X(EVP_DigestSignInit_ex)                                                             \
     X(EVP_DigestSign)                                                                    \
     X(X509_VERIFY_PARAM_get0_host)                                                       \
-    X(X509_VERIFY_PARAM_get1_ip_asc)
+    X(X509_VERIFY_PARAM_get1_ip_asc)                                                     \
+    X(i2d_X509)                                                                          \
+    X(d2i_X509_NAME)                                                                     \
+    X(X509_NAME_free)                                                                    \
+    X(OPENSSL_sk_new_reserve)                                                            \
+    X(EVP_PKEY_get_bits)                                                                 \
+    X(EVP_PKEY_CTX_new_from_pkey)                                                        \
+    X(EVP_PKEY_CTX_free)                                                                 \
+    X(EVP_PKEY_sign_init)                                                                \
+    X(EVP_PKEY_sign)                                                                     \
+    X(EVP_PKEY_CTX_set_rsa_padding)                                                      \
+    X(EVP_PKEY_CTX_set_rsa_pss_saltlen)                                                  \
+    X(EVP_PKEY_CTX_set_signature_md)                                                     \
+    X(EVP_MD_fetch)                                                                      \
+    X(EVP_MD_free)
 
 /* Server-only methods; absent from builds without DTLS or the deprecated API. */
 #define SHIM_OSSL_OPTIONAL(X)                                                            \
@@ -144,6 +162,13 @@ extern struct shim_ossl shim_fn;
  * OpenSSL 3 libssl that is already loaded; false means "pass everything through".
  */
 bool shim_ossl_ready(void);
+
+/*
+ * As shim_ossl_ready, but for a program that does not use OpenSSL itself (a GnuTLS
+ * client at its first CertificateRequest): load libssl (RTLD_LOCAL) when it is not
+ * mapped yet. Only called once the shim has something to decide.
+ */
+bool shim_ossl_load(void);
 
 /* For a hook that could not resolve its target: the next definition of name, if any. */
 void *shim_ossl_next(const char *name);

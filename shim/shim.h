@@ -146,12 +146,17 @@ const struct shim_identity *shim_identity_get(const struct shim_conf *c, size_t 
  */
 typedef int shim_libctx_prepare_fn(OSSL_LIB_CTX *lc);
 void shim_identity_prepare(shim_libctx_prepare_fn *fn);
+/* The private library context the identities live in (NULL before the first load). */
+OSSL_LIB_CTX *shim_identity_libctx(void);
 /* True if cert is one the shim installed (so a renegotiation may replace it). */
 bool shim_identity_owns(const X509 *cert);
 bool shim_identity_valid_now(const struct shim_identity *id, char *why, size_t len);
 /* The server's acceptable-CA list names an issuer of ours, or is empty. */
 bool shim_identity_ca_match(const struct shim_identity *id, const SSL *ssl, char *why,
                             size_t len);
+/* The same for a list of names the caller has at hand (NULL or empty: no constraint). */
+bool shim_identity_ca_listed(const struct shim_identity *id,
+                             const STACK_OF(X509_NAME) * cas, char *why, size_t len);
 
 /*
  * PIN sources follow the rules of p11m_util.h, as in the provider. Why the last PIN read
@@ -166,6 +171,23 @@ char *shim_pin_uri(const char *key, const char *source);
 UI_METHOD *shim_pin_ui_method(void);
 
 /* ---- the decision (decide.c) ---- */
+
+/*
+ * A client connection at a CertificateRequest, whatever TLS library carries it: the same
+ * rules, checks and log lines apply to OpenSSL and GnuTLS programs. The library's side
+ * answers through the callbacks, with conn as their first argument.
+ */
+struct shim_request {
+    struct shim_dest dest;
+    const char *tls; /* "TLSv1.3", ... */
+    bool tls13;
+    void *conn;
+    /* NULL, or why the program decides itself ("the program set its own certificate") */
+    const char *(*program_owns)(void *conn);
+    bool (*ca_match)(void *conn, const struct shim_identity *id, char *why, size_t len);
+    /* install id for this handshake; false with why filled if the library refused it */
+    bool (*present)(void *conn, const struct shim_identity *id, char *why, size_t len);
+};
 
 enum shim_action {
     SHIM_NO_RULE, /* no rule matches: no certificate from p11mtls */
@@ -184,17 +206,49 @@ struct shim_verdict {
 /*
  * What the preload library does for dest, and the one place that decides it (p11mtls
  * doctor asks it too): the first rule matching dest, its identity (loaded and cached on
- * first use, token login included), the identity's validity now and, with ssl (inside
+ * first use, token login included), the identity's validity now and, with rq (inside
  * a certificate callback), the server's acceptable-CA list under require_ca_match; with
- * ssl and SHIM_PRESENT the identity is installed on ssl. unusable, when not NULL, is a
- * reason the identity must not be loaded at all (doctor: the token already refused the
- * PIN, which must not be tried again).
+ * rq and SHIM_PRESENT the identity is installed on rq's connection. unusable, when not
+ * NULL, is a reason the identity must not be loaded at all (doctor: the token already
+ * refused the PIN, which must not be tried again).
  */
-void shim_decide_dest(SSL *ssl, const struct shim_conf *c, const struct shim_dest *dest,
-                      const char *unusable, struct shim_verdict *v);
+void shim_decide_dest(const struct shim_request *rq, const struct shim_conf *c,
+                      const struct shim_dest *dest, const char *unusable,
+                      struct shim_verdict *v);
+/* OpenSSL's side of a request on a client SSL, its destination included. */
+void shim_ssl_request(SSL *ssl, struct shim_request *rq);
 
 /* Run at a CertificateRequest on a client SSL: 1 to continue, 0 to abort the handshake.
  */
 int shim_decide(SSL *ssl, const struct shim_conf *c);
+
+/* 1 to continue (with or without the identity), 0 to abort the handshake. */
+int shim_decide_request(const struct shim_request *rq, const struct shim_conf *c);
+/* Fail-closed mode (on_config_error = abort): says so once; returns 0. */
+int shim_decide_fail_closed(void);
+
+/* ---- whose socket is this? (io.c) ---- */
+
+/*
+ * A program with its own transport (curl's BIO, GnuTLS push/pull functions) shows the
+ * shim no socket. The hooks note which descriptor recv() read during one handshake call
+ * of one connection object; -1 if none. shim_io_begin/end bracket that call.
+ */
+struct shim_io {
+    const void *conn;
+    int fd;
+    bool frozen; /* a certificate callback runs: later reads are not the connection's */
+    struct shim_io *outer;
+};
+void shim_io_begin(struct shim_io *io, const void *conn);
+void shim_io_end(struct shim_io *io);
+/* recv() read from fd: credited to the innermost call running on this thread. */
+void shim_io_note(int fd);
+/* Called first thing in a certificate callback: keep the descriptor noted so far. */
+void shim_io_freeze(void);
+/* The descriptor conn read in the handshake call now running on this thread, or -1. */
+int shim_io_fd(const void *conn);
+/* Port and (when nothing named the peer) address of the socket fd's peer. */
+void shim_dest_from_fd(int fd, struct shim_dest *d);
 
 #endif

@@ -46,6 +46,7 @@ struct doc_opts {
     const char *ca;
     const char *module;
     const char *provider;
+    const char *program; /* --program: which TLS library it uses (tlslib.c) */
     long timeout;
     long wait;
 };
@@ -851,11 +852,13 @@ static int doc_cert_cb(SSL *ssl, void *arg)
     struct doc_tls *t = arg;
     struct doc *d = t->d;
     const STACK_OF(X509_NAME) *cas = SSL_get0_peer_CA_list(ssl);
+    struct shim_request rq;
 
     t->cr_seen = 1;
     if (cas != NULL && t->cas == NULL)
         t->cas = sk_X509_NAME_deep_copy(cas, X509_NAME_dup, X509_NAME_free);
-    shim_decide_dest(ssl, d->c, &d->dest, doc_unusable(d), &t->v);
+    shim_ssl_request(ssl, &rq);
+    shim_decide_dest(&rq, d->c, &d->dest, doc_unusable(d), &t->v);
     /* also without require_ca_match: a server that names other CAs will reject ours */
     if (t->v.id != NULL)
         t->ca_match = shim_identity_ca_match(t->v.id, ssl, t->ca_why, sizeof(t->ca_why));
@@ -1211,6 +1214,8 @@ static int doc_run(const struct doc_opts *o)
     tool_core_errors(1); /* the core's messages go into the check lines */
     if (o->dest != NULL && !doc_parse_dest(&d, o->dest))
         return TOOL_EXIT_USAGE;
+    if (o->program != NULL)
+        d.fails += doctor_program(o->program, &d.warns) != 0;
     if (doc_config(&d)) {
         if (o->dest != NULL) {
             if (doc_rule(&d)) {
@@ -1241,6 +1246,7 @@ static void doctor_usage(FILE *out)
             "Usage: p11mtls doctor [URL | HOST[:PORT]] [--config FILE] [--ca FILE]\n"
             "                      [--module PATH] [--provider PATH] [--timeout S] "
             "[--wait S]\n"
+            "                      [--program PROGRAM|PID]\n"
             "\n"
             "Explains step by step whether this device would present its client\n"
             "certificate to the destination, and why not: the configuration, the rule\n"
@@ -1262,6 +1268,10 @@ static void doctor_usage(FILE *out)
             "  --provider PATH p11mtls.so (default: as the preload library finds it)\n"
             "  --timeout S     connect and handshake timeout (default 10)\n"
             "  --wait S        how long to wait for a late rejection (default 2)\n"
+            "  --program PROG  which TLS library PROG (a path or command name) or a\n"
+            "                  running process (PID) uses, and whether the preload\n"
+            "                  library covers it (OpenSSL 3 and GnuTLS, linked\n"
+            "                  dynamically), else what to use instead\n"
             "Exit status: 0 every check passed (warnings allowed), 3 a check failed,\n"
             "2 usage error.\n",
             DOC_WARN_DAYS, p11m_conf_default());
@@ -1293,6 +1303,9 @@ static int doctor_main_opt(int c, char *arg, void *vo)
         if (!tool_parse_long(CMD, "--wait", arg, 0, 600, &o->wait))
             return TOOL_EXIT_USAGE;
         break;
+    case 'p':
+        o->program = arg;
+        break;
     }
     return 0;
 }
@@ -1306,11 +1319,12 @@ int doctor_main(int argc, char **argv)
         {"provider", required_argument, NULL, 'P'},
         {"timeout", required_argument, NULL, 't'},
         {"wait", required_argument, NULL, 'w'},
+        {"program", required_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     static const TOOL_CMD cmd = {CMD, "h", longopts, doctor_usage, 1};
-    struct doc_opts o = {NULL, NULL, NULL, NULL, NULL, 10, 2};
+    struct doc_opts o = {NULL, NULL, NULL, NULL, NULL, NULL, 10, 2};
     int rc;
 
     if ((rc = tool_getopt(&cmd, argc, argv, doctor_main_opt, &o)) != TOOL_PARSED)

@@ -31,6 +31,9 @@ int pemuri_main(int argc, char **argv);
 int run_main(int argc, char **argv);
 int doctor_main(int argc, char **argv);
 int pin_main(int argc, char **argv);
+/* doctor --program: report the TLS library of a program or process; adds to *warns,
+ * returns nonzero if the check itself failed (tlslib.c). */
+int doctor_program(const char *prog, int *warns);
 
 /* ---- messages (tool.c) ---- */
 

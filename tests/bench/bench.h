@@ -16,7 +16,7 @@
 
 /* What the worker was asked to set up (see worker.c's usage text). */
 typedef struct bench_opts {
-    const char *kind; /* sign | tls */
+    const char *kind; /* sign | tls | gtls */
     const char
         *via; /* sign: raw rawcopy rawmech prov engine soft; tls: file uri engine none */
     const char *scheme;   /* rsa-pkcs1 rsa-pss ecdsa ed25519 */
@@ -48,6 +48,10 @@ int bench_engine_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c);
 int bench_tls_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c);
 /* The key at o->uri through libp11's engine (o->engine, o->module, o->pin_file). */
 EVP_PKEY *bench_engine_key(const BENCH_OPTS *o);
+/* The same handshakes with a GnuTLS client (gtls.c). */
+int bench_gtls_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c);
+/* tls.c's server: its own library context, the fixture certificate, --verify. */
+struct ssl_ctx_st *bench_tls_server_ctx(const BENCH_OPTS *o, int version);
 
 /* The message every signing contender signs: as long as a TLS 1.3 CertificateVerify
  * input (64 spaces, a 33-byte context string, a zero, a SHA-256 transcript hash). */

@@ -18,7 +18,8 @@
  * slice is the one least disturbed. Absolute figures depend on the machine; the ratios
  * are what to compare.
  *
- * LIST (comma-separated, default all but count): sign, tls, shim, startup, mem, count
+ * LIST (comma-separated, default all but count): sign, tls, shim, startup, mem, count,
+ * count-shim (the shim's counted table only)
  * (instructions per operation under callgrind: repeatable, about 3 minutes).
  * Exit status: 0 when everything ran (targets met or not: see the table), 1 when a
  * contender could not run, 2 on usage errors.
@@ -808,6 +809,25 @@ static void shim_workers(CONT c[4], const char *ver, const char *label)
     w_env(&c[3].w, "LD_PRELOAD");
 }
 
+/* The same four with a GnuTLS client (native: GnuTLS's own PKCS#11 key). */
+static void shim_gnutls_workers(CONT c[4], const char *ver, const char *label)
+{
+    static const char *const tag[] = {"g-none", "g-nomatch", "g-shim", "g-native"};
+
+    for (int i = 0; i < 4; i++) {
+        cont_init(&c[i], tag[i], "gtls%s-%s-%s", ver, label, tag[i]);
+        w_args(&c[i].w, "gtls", "--via", i == 3 ? "uri" : "none", "--tls", ver, "--dir",
+               opt.dir, "--verify", i < 2 ? "request" : "require", "--expect",
+               i < 2 ? "nocert" : "cert", NULL);
+    }
+    w_args(&c[3].w, "--uri", key_uri(label), "--cert", in_dir("dev-%s.pem", label),
+           "--pin-file", in_dir("pin.txt"), NULL);
+    w_env(&c[0].w, "LD_PRELOAD");
+    shim_env(&c[1].w, in_dir("shim-nomatch-%s.conf", label));
+    shim_env(&c[2].w, in_dir("shim-%s.conf", label));
+    w_env(&c[3].w, "LD_PRELOAD");
+}
+
 static void bench_shim(void)
 {
     static const int one[] = {1};
@@ -820,16 +840,25 @@ static void bench_shim(void)
         "   shim     shim preloaded, presents the token identity; server requires it\n");
     printf("   native   no shim; the program loads the same token key through p11mtls\n");
     printf("   targets: nomatch/none >= 0.99, shim/native >= 0.97\n\n");
-    printf("%-8s %-9s %7s %7s %7s %7s  %-13s %-6s %-13s %s\n", "TLS", "client", "none",
+    printf("   GnuTLS rows: the same with a GnuTLS client (native: the key through "
+           "GnuTLS's own\n   PKCS#11 support, gnutls_certificate_set_x509_key_file2 with "
+           "the pkcs11: URI)\n\n");
+    printf("%-10s %-9s %7s %7s %7s %7s  %-13s %-6s %-13s %s\n", "TLS", "client", "none",
            "nomatch", "shim", "native", "nomatch/none", "noise", "shim/native", "noise");
-    for (int v = 0; v < 2; v++) {
-        for (int k = 0; k < 2; k++) {
+    for (int row = 0; row < 8; row++) {
+        {
+            int v = (row / 2) % 2, k = row % 2, gnutls = row >= 4;
             const char *ver = tls_versions[v], *label = tls_keys[k].label;
+            char title[32];
             CONT c[4];
 
-            shim_workers(c, ver, label);
+            snprintf(title, sizeof(title), "%s%s", gnutls ? "GnuTLS " : "", ver);
+            if (gnutls)
+                shim_gnutls_workers(c, ver, label);
+            else
+                shim_workers(c, ver, label);
             compare(c, 4, one, 1);
-            printf("%-8s %-9s %7s %7s %7s %7s  %-13s %-6s %-13s %s\n", ver,
+            printf("%-10s %-9s %7s %7s %7s %7s  %-13s %-6s %-13s %s\n", title,
                    tls_keys[k].title, rate(c[0].best[0]), rate(c[1].best[0]),
                    rate(c[2].best[0]), rate(c[3].best[0]),
                    ratio(c[1].best[0], c[0].best[0], 0.99), noise(&c[1], &c[0], 0),
@@ -890,7 +919,8 @@ static void bench_startup(void)
 {
     static char *true_argv[] = {"/bin/true", NULL};
     static char *curl_argv[] = {"/usr/bin/curl", "--version", NULL};
-    static char **const progs[] = {true_argv, curl_argv};
+    static char *gnutls_argv[] = {"/usr/bin/gnutls-cli", "--version", NULL};
+    static char **const progs[] = {true_argv, curl_argv, gnutls_argv};
     char **env[2] = {spawn_env(0), spawn_env(1)};
 
     printf("\n   Start-up: wall time of one run (fork+exec+exit, best slice mean of %d "
@@ -898,7 +928,7 @@ static void bench_startup(void)
            opt.spawn_runs);
     printf("   target: overhead <= 2 ms\n\n");
     printf("%-22s %12s %12s  %s\n", "program", "no preload", "preload", "overhead");
-    for (int p = 0; p < 2; p++) {
+    for (int p = 0; p < 3; p++) {
         double best[2] = {1e9, 1e9};
         char name[64];
 
@@ -1055,6 +1085,8 @@ static char *kinstr_signed(double v)
     return p;
 }
 
+static void bench_count_shim(void);
+
 static void bench_count(void)
 {
     static const int nsign[] = {30, 30, 300, 100};
@@ -1164,22 +1196,36 @@ static void bench_count(void)
                y[1] > 0 ? ratio(y[1], y[0], 0) : "-", ratio(y[2], y[0], 0),
                ratio(y[3], y[0], 0));
     }
+    bench_count_shim();
+}
+
+/* The shim's table counted, with its GnuTLS rows (part count-shim alone). */
+static void bench_count_shim(void)
+{
+    const int nhs = 40;
+
     printf("\n   The shim's contenders (section 3)\n");
-    printf("\n%-8s %-9s %8s %8s %8s %8s  %-12s %s\n", "TLS", "client", "none", "nomatch",
+    printf("\n%-10s %-9s %8s %8s %8s %8s  %-12s %s\n", "TLS", "client", "none", "nomatch",
            "shim", "native", "nomatch/none", "shim/native");
-    for (int v = 0; v < 2; v++) {
-        for (int k = 0; k < 2; k++) {
+    for (int row = 0; row < 8; row++) {
+        {
+            int v = (row / 2) % 2, k = row % 2, gnutls = row >= 4;
             const char *ver = tls_versions[v], *label = tls_keys[k].label;
+            char title[32];
             double x[4] = {0};
             CONT c[4];
 
-            shim_workers(c, ver, label);
+            snprintf(title, sizeof(title), "%s%s", gnutls ? "GnuTLS " : "", ver);
+            if (gnutls)
+                shim_gnutls_workers(c, ver, label);
+            else
+                shim_workers(c, ver, label);
             for (int j = 0; j < 4; j++) {
                 snprintf(c[j].w.name + strlen(c[j].w.name),
                          sizeof(c[j].w.name) - strlen(c[j].w.name), "-count");
                 x[j] = count_one(&c[j], nhs);
             }
-            printf("%-8s %-9s %8s %8s %8s %8s  %-12s %s\n", ver, tls_keys[k].title,
+            printf("%-10s %-9s %8s %8s %8s %8s  %-12s %s\n", title, tls_keys[k].title,
                    kinstr(x[0]), kinstr(x[1]), kinstr(x[2]), kinstr(x[3]),
                    ratio(x[0], x[1], 0), ratio(x[3], x[2], 0));
         }
@@ -1192,7 +1238,8 @@ static void usage(void)
 {
     fputs("usage: p11mtls-bench --dir DIR --worker PATH --preload PATH --provider PATH\n"
           "                     --module PATH [--engine SO] [--quick] [--rounds N]\n"
-          "                     [--slice MS] [--only sign,tls,shim,startup,mem,count]\n"
+          "                     [--slice MS]\n"
+          "                     [--only sign,tls,shim,startup,mem,count,count-shim]\n"
           "                     [--pp-conf CNF]\n"
           "Normally run through tests/bench/run, which prepares DIR.\n",
           stderr);
@@ -1293,6 +1340,8 @@ int main(int argc, char **argv)
         bench_mem();
     if (opt.only != NULL && want("count"))
         bench_count();
+    else if (opt.only != NULL && want("count-shim"))
+        bench_count_shim();
     printf("\ntargets: %d met, %d missed; %d contender(s) failed to run; %d of %d slices "
            "disturbed by other processes; %.0f s (%.0f s waiting for a quiet machine)\n",
            targets_met, targets_missed, failures, slices_disturbed, slices_total,

@@ -112,7 +112,7 @@ static int tls_versions(SSL_CTX *ctx, int v)
     return SSL_CTX_set_min_proto_version(ctx, v) && SSL_CTX_set_max_proto_version(ctx, v);
 }
 
-static SSL_CTX *server_ctx(const BENCH_OPTS *o, int version)
+SSL_CTX *bench_tls_server_ctx(const BENCH_OPTS *o, int version)
 {
     OSSL_LIB_CTX *lib = o->server_shared ? NULL : OSSL_LIB_CTX_new();
     SSL_CTX *s;
@@ -190,7 +190,7 @@ int bench_tls_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c)
     }
     version = strcmp(o->tls, "1.2") == 0 ? TLS1_2_VERSION : TLS1_3_VERSION;
     /* A shared server comes second, into the library context the client configured. */
-    if (!o->server_shared && (t->sctx = server_ctx(o, version)) == NULL) {
+    if (!o->server_shared && (t->sctx = bench_tls_server_ctx(o, version)) == NULL) {
         bench_ossl_error("server context");
         return 0;
     }
@@ -198,7 +198,7 @@ int bench_tls_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c)
         bench_ossl_error("client context");
         return 0;
     }
-    if (o->server_shared && (t->sctx = server_ctx(o, version)) == NULL) {
+    if (o->server_shared && (t->sctx = bench_tls_server_ctx(o, version)) == NULL) {
         bench_ossl_error("server context");
         return 0;
     }

@@ -332,6 +332,8 @@ int main(int argc, char **argv)
                                           : bench_sign_setup(&o, &contender);
     else if (strcmp(o.kind, "tls") == 0)
         ok = bench_tls_setup(&o, &contender);
+    else if (strcmp(o.kind, "gtls") == 0)
+        ok = bench_gtls_setup(&o, &contender);
     else
         usage();
     if (!ok)

@@ -16,7 +16,7 @@ work=$P11M_TMP/fuzz-$target-${seconds}s # short and long runs may run at once
 plan 2
 
 core=("$src"/provider/p11/*.c)
-shim=("$src"/shim/{conf,decide,dest,identity,log,ossl,pin,rules}.c)
+shim=("$src"/shim/{conf,decide,dest,identity,io,log,ossl,pin,rules}.c)
 util=("$src"/provider/p11/util/*.c) # linked by both: named once per target
 srcs=()
 case $target in

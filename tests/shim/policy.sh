@@ -45,10 +45,10 @@ NONE='verify=NONE'
 # -- destinations
 sh_conf "$WORK/shim.conf" "$KEY" "$CERT" "other.example 10.0.0.0/8"
 expect "no rule for the destination" "$NONE" \
-    "dest=localhost \(sni\) TLSv1.3: no rule matches; no certificate" sh_curl "$URL"
+    "dest=localhost:$NP \(sni\) TLSv1.3: no rule matches; no certificate" sh_curl "$URL"
 sh_conf "$WORK/shim.conf" "$KEY" "$CERT" "127.0.0.1"
-expect "curl with an IP literal: destination unknown" "$NONE" \
-    "dest=unknown .*destination unknown, no rule can match" sh_curl "https://127.0.0.1:$NP/"
+expect "curl with an IP literal (its own BIO, no SNI): the socket its BIO read" "$DEVICE" \
+    "dest=127.0.0.1:$NP \(peer\) .*rule=r identity=device: presented" sh_curl "https://127.0.0.1:$NP/"
 sh_conf "$WORK/shim.conf" "$KEY" "$CERT" "127.0.0.1:$NP"
 expect "IP and port rule (python, verify-ip + socket port)" "$DEVICE" \
     "dest=127.0.0.1:$NP \(verify-ip\) .*rule=r identity=device: presented" \
