@@ -30,6 +30,12 @@ int list_main(int argc, char **argv);
 int pemuri_main(int argc, char **argv);
 int run_main(int argc, char **argv);
 int doctor_main(int argc, char **argv);
+int enroll_main(int argc, char **argv);
+int renew_main(int argc, char **argv);
+int status_main(int argc, char **argv);
+
+/* "/A=b/C=d" into a name (csr.c); NULL with a usage message when it is not one. */
+X509_NAME *csr_parse_subject(const char *s);
 
 /* ---- messages (tool.c) ---- */
 
