@@ -10,6 +10,7 @@
 #include <openssl/err.h>
 #include <openssl/rand.h>
 
+#include "choose.h"
 #include "idstore.h"
 
 /* ---- reading ---- */
@@ -77,19 +78,12 @@ static int ids_find(struct ids *ids, CK_OBJECT_CLASS cls, const char *label,
 
 int ids_choose(X509 *const *v, size_t n)
 {
-    int best = -1, best_valid = 0;
+    int best = n > 0 ? 0 : -1;
 
-    for (size_t i = 0; i < n; i++) {
-        int valid = X509_cmp_time(X509_get0_notBefore(v[i]), NULL) < 0 &&
-                    X509_cmp_time(X509_get0_notAfter(v[i]), NULL) > 0;
-
-        if (best < 0 || valid > best_valid ||
-            (valid == best_valid && ASN1_TIME_compare(X509_get0_notAfter(v[i]),
-                                                      X509_get0_notAfter(v[best])) > 0)) {
+    /* The provider's rule (choose.c), so that the tool and the TLS stacks agree. */
+    for (size_t i = 1; i < n; i++)
+        if (p11m_choose_cert_cmp(v[i], v[best]) < 0)
             best = (int) i;
-            best_valid = valid;
-        }
-    }
     return best;
 }
 
