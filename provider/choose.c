@@ -74,14 +74,17 @@ static int rank_take(P11M_OBJ *obj, void *arg)
     return 1;
 }
 
-/* A key's rank: the best certificate with its CKA_ID on its token. */
+/* A key's rank: the best certificate with its CKA_ID and label on its token. */
 static void rank_key(P11M_MODULE *mod, P11M_OBJ *key, struct rank *r)
 {
     P11KitUri *uri = p11_kit_uri_new();
     CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
     size_t idlen;
     const unsigned char *id = p11m_obj_id(key, &idlen);
-    CK_ATTRIBUTE a[2] = {{CKA_CLASS, &cls, sizeof(cls)}, {CKA_ID, (void *) id, idlen}};
+    const char *label = p11m_obj_label(key);
+    CK_ATTRIBUTE a[3] = {{CKA_CLASS, &cls, sizeof(cls)},
+                         {CKA_ID, (void *) id, idlen},
+                         {CKA_LABEL, (void *) label, strlen(label)}};
     P11M_FIND_ARGS args = {uri, CKO_CERTIFICATE, NULL, NULL, 0};
 
     if (uri == NULL || idlen == 0) {
@@ -91,7 +94,8 @@ static void rank_key(P11M_MODULE *mod, P11M_OBJ *key, struct rank *r)
     memcpy(p11_kit_uri_get_token_info(uri), p11m_token_info(p11m_obj_token(key)),
            sizeof(CK_TOKEN_INFO));
     if (p11_kit_uri_set_attribute(uri, &a[0]) == P11_KIT_URI_OK &&
-        p11_kit_uri_set_attribute(uri, &a[1]) == P11_KIT_URI_OK)
+        p11_kit_uri_set_attribute(uri, &a[1]) == P11_KIT_URI_OK &&
+        (*label == '\0' || p11_kit_uri_set_attribute(uri, &a[2]) == P11_KIT_URI_OK))
         p11m_objects_find(mod, &args, rank_take, r);
     p11_kit_uri_free(uri);
 }

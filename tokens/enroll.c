@@ -190,6 +190,10 @@ static int cmp_certconf(OSSL_CMP_CTX *ctx, X509 *cert, int fail_info, const char
     ok = ok && X509_STORE_CTX_init(vc, st, cert, extra != NULL ? extra : r->chain) &&
          X509_STORE_CTX_set_purpose(vc, X509_PURPOSE_SSL_CLIENT) &&
          X509_verify_cert(vc) > 0;
+    if (fail_info != 0 && r->why[0] == '\0')
+        snprintf(r->why, sizeof(r->why),
+                 "the CA's certificate is refused (%s): nothing stored",
+                 *text != NULL ? *text : "not acceptable");
     if (fail_info == 0 && !ok) {
         int err = vc != NULL ? X509_STORE_CTX_get_error(vc) : 0;
 
@@ -237,19 +241,21 @@ static void cmp_why(struct cmp_run *r, OSSL_CMP_CTX *ctx)
     char si[400];
     unsigned long e = ERR_peek_last_error();
     int lib = ERR_GET_LIB(e), reason = ERR_GET_REASON(e);
+    int status = OSSL_CMP_CTX_get_status(ctx);
     char err[256];
 
     if (r->why[0] != '\0')
         return;
     ERR_error_string_n(e, err, sizeof(err));
-    if (OSSL_CMP_CTX_get_status(ctx) == OSSL_CMP_PKISTATUS_rejection &&
+    if (status == OSSL_CMP_PKISTATUS_rejection &&
         OSSL_CMP_CTX_snprint_PKIStatus(ctx, si, sizeof(si)) != NULL)
         snprintf(r->why, sizeof(r->why), "the CA refused the request: %s", si);
-    else if (lib == ERR_LIB_CMP && reason == CMP_R_TOTAL_TIMEOUT)
+    else if (status == OSSL_CMP_PKISTATUS_waiting)
         snprintf(r->why, sizeof(r->why),
                  "the CA asked to wait (polling) longer than --timeout %ld s allows",
                  r->o->timeout);
-    else if (lib == ERR_LIB_CMP && reason == CMP_R_TRANSFER_ERROR)
+    else if (status < 0 && lib == ERR_LIB_CMP &&
+             (reason == CMP_R_TRANSFER_ERROR || reason == CMP_R_TOTAL_TIMEOUT))
         snprintf(r->why, sizeof(r->why), "the CA at %s is unreachable (%s)", r->o->server,
                  err);
     else if (lib == ERR_LIB_CMP && reason == CMP_R_ERROR_VALIDATING_PROTECTION)
@@ -295,6 +301,22 @@ static int cmp_check_clock(struct cmp_run *r, X509 *x)
     snprintf(r->why, sizeof(r->why),
              "clock skew: the new certificate is valid only from a time more than 5 "
              "minutes ahead of this device's clock; check the clock (nothing stored)");
+    tool_err("%s", r->why);
+    return 0;
+}
+
+/* The current certificate starting in the future says the same before any exchange. */
+static int renew_check_clock(struct cmp_run *r, X509 *cur)
+{
+    time_t slack = time(NULL) + 300;
+    char nb[32];
+
+    if (X509_cmp_time(X509_get0_notBefore(cur), &slack) <= 0)
+        return 1;
+    snprintf(r->why, sizeof(r->why),
+             "clock skew: the current certificate is valid from %s, more than 5 minutes "
+             "ahead of this device's clock; check the clock (nothing stored)",
+             tool_time_str(X509_get0_notBefore(cur), nb, sizeof(nb)));
     tool_err("%s", r->why);
     return 0;
 }
@@ -541,7 +563,7 @@ static void renew_trust(struct cmp_run *r, const struct ids *ids)
  * before the chosen one, and key pairs (other than the chosen one's) left without a
  * certificate. Only when the chosen certificate is valid now.
  */
-static int renew_tidy(struct ids *ids, CK_SESSION_HANDLE s)
+static int renew_tidy(struct ids *ids, CK_SESSION_HANDLE s, P11M_LOGIN_INFO *li)
 {
     X509 *cur = ids_cert(ids);
     size_t idlen, oidlen;
@@ -564,7 +586,8 @@ static int renew_tidy(struct ids *ids, CK_SESSION_HANDLE s)
             ids_step(7, "old key removed");
         }
     }
-    return ok;
+    /* A key pair whose certificate went before a crash let its key go too. */
+    return ok && ids_destroy_orphans(ids, s, li);
 }
 
 /* Switches a complete "NAME.new" pair over to NAME (step 4 and 5). */
@@ -601,6 +624,10 @@ static int renew_write(const struct cmp_opts *o, struct renew_state *st, X509 *x
     int ok;
 
     (void) o;
+    if (X509_cmp(x, ids_cert(&st->ids)) == 0) {
+        fprintf(stderr, "p11mtls: the CA returned the current certificate again\n");
+        return 1;
+    }
     if (!p11m_login(st->ids.tok, li) || p11m_session_open_rw(st->ids.tok, &s) != CKR_OK)
         return 0;
     ok = ids_store_chain(&st->ids, s, cas, x) &&
@@ -626,7 +653,7 @@ static int renew_finish(const struct cmp_opts *o, struct renew_state *st, P11Kit
     if (!ids_load(&st->ids, tu, o->module, o->identity) ||
         p11m_session_open_rw(st->ids.tok, &s) != CKR_OK || !p11m_login(st->ids.tok, li))
         return 0;
-    ok = renew_tidy(&st->ids, s);
+    ok = renew_tidy(&st->ids, s, li);
     p11m_session_close(st->ids.tok, s);
     return ok;
 }
@@ -768,6 +795,8 @@ static int renew_run(const struct cmp_opts *o)
         ok = renew_finish(o, &st, tu, &li);
         goto done;
     }
+    if (!renew_check_clock(&r, cur))
+        goto done;
     left = tool_days_left(X509_get0_notAfter(cur));
     if (o->if_expiring >= 0 && left > o->if_expiring) {
         fprintf(stderr, "p11mtls: '%s' has %ld days left (more than %ld): not renewed\n",

@@ -61,6 +61,16 @@ static int ids_take_cert(P11M_OBJ *obj, void *arg)
     return 1;
 }
 
+static int ids_take_cert(P11M_OBJ *obj, void *arg);
+
+/* Every certificate found (the chain filter and label checks of ids_take_cert aside). */
+static int ids_take_cert_any(P11M_OBJ *obj, void *arg)
+{
+    struct ids_collect c = {arg, NULL};
+
+    return ids_take_cert(obj, &c);
+}
+
 /* Calls p11m_objects_find for class cls and label (NULL: any) on the identity's token. */
 static int ids_find(struct ids *ids, CK_OBJECT_CLASS cls, const char *label,
                     const unsigned char *id, size_t idlen, P11M_LOGIN_INFO *li,
@@ -373,6 +383,64 @@ int ids_destroy_cert(struct ids *ids, CK_SESSION_HANDLE s, X509 *x, const char *
     if (rv != CKR_OK)
         tool_err("removing the old certificate: %s", p11m_ckr_name(rv));
     return rv == CKR_OK;
+}
+
+struct ids_orphans {
+    P11M_OBJ *v[16];
+    size_t n;
+};
+
+static int ids_take_key(P11M_OBJ *obj, void *arg)
+{
+    struct ids_orphans *o = arg;
+
+    if (o->n < sizeof(o->v) / sizeof(o->v[0]))
+        o->v[o->n++] = obj;
+    else
+        p11m_obj_free(obj);
+    return 1;
+}
+
+/* Whether a certificate of the identity (still on the token) has this CKA_ID. */
+static int ids_has_cert(struct ids *ids, const unsigned char *id, size_t idlen)
+{
+    struct ids fresh;
+    int found = 0;
+
+    memset(&fresh, 0, sizeof(fresh));
+    fresh.mod = ids->mod;
+    fresh.tok = ids->tok;
+    memcpy(fresh.label, ids->label, sizeof(fresh.label));
+    fresh.chosen = -1;
+    if (ids_find(&fresh, CKO_CERTIFICATE, ids->label, id, idlen, NULL, ids_take_cert_any,
+                 &fresh) < 0)
+        found = 1; /* when in doubt, keep the key */
+    found |= fresh.n_certs > 0;
+    for (size_t i = 0; i < fresh.n_certs; i++) {
+        p11m_obj_free(fresh.certs[i].obj);
+        X509_free(fresh.certs[i].x);
+    }
+    free(fresh.certs);
+    return found;
+}
+
+int ids_destroy_orphans(struct ids *ids, CK_SESSION_HANDLE s, P11M_LOGIN_INFO *li)
+{
+    struct ids_orphans o = {{NULL}, 0};
+    size_t idlen, oidlen;
+    const unsigned char *id = ids_id(ids, &idlen), *oid;
+    int ok =
+        ids_find(ids, CKO_PRIVATE_KEY, ids->label, NULL, 0, li, ids_take_key, &o) >= 0;
+
+    for (size_t i = 0; i < o.n; i++) {
+        oid = p11m_obj_id(o.v[i], &oidlen);
+        if (ok && oidlen > 0 && !(oidlen == idlen && memcmp(oid, id, idlen) == 0) &&
+            !ids_has_cert(ids, oid, oidlen))
+            ok = ids_destroy(ids, s, CKO_PRIVATE_KEY, oid, oidlen, ids->label) &&
+                 ids_destroy(ids, s, CKO_PUBLIC_KEY, oid, oidlen, ids->label);
+        p11m_obj_free(o.v[i]);
+    }
+    return ok;
 }
 
 int ids_relabel(struct ids *ids, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
