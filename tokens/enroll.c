@@ -32,7 +32,7 @@ struct cmp_opts {
     const char *bootstrap, *trusted, *tls_trusted, *type, *pin_source, *module;
     const char *provider, *state_dir;
     int p10cr, new_key;
-    long if_expiring, timeout;
+    long if_expiring, timeout, grace;
 };
 
 /* What one CMP exchange needs and gives. */
@@ -109,6 +109,10 @@ static void renew_usage(FILE *out)
         "                             (name the identity by object= in URIs, not id=)\n"
         "  --if-expiring-within DAYS  do nothing (exit 0) while the certificate has\n"
         "                             more than DAYS days left\n"
+        "  --grace SECS               with --new-key, wait SECS before removing the old\n"
+        "                             key so that running programs move to the new one\n"
+        "                             first (default 70: more than the shim's\n"
+        "                             reload_interval)\n"
         "  (other options as for 'p11mtls enroll')\n",
         out);
 }
@@ -563,31 +567,26 @@ static void renew_trust(struct cmp_run *r, const struct ids *ids)
  * before the chosen one, and key pairs (other than the chosen one's) left without a
  * certificate. Only when the chosen certificate is valid now.
  */
-static int renew_tidy(struct ids *ids, CK_SESSION_HANDLE s, P11M_LOGIN_INFO *li)
+static int renew_tidy(struct ids *ids, CK_SESSION_HANDLE s, P11M_LOGIN_INFO *li,
+                      long grace)
 {
     X509 *cur = ids_cert(ids);
-    size_t idlen, oidlen;
-    const unsigned char *id = ids_id(ids, &idlen);
     int ok = 1;
 
     if (cur == NULL || X509_cmp_time(X509_get0_notBefore(cur), NULL) >= 0 ||
         X509_cmp_time(X509_get0_notAfter(cur), NULL) <= 0)
         return 1;
     for (size_t i = 0; ok && i < ids->n_certs; i++) {
-        const unsigned char *oid = p11m_obj_id(ids->certs[i].obj, &oidlen);
-
         if ((int) i == ids->chosen || X509_cmp(ids->certs[i].x, cur) == 0)
             continue;
         ok = ids_destroy_cert(ids, s, ids->certs[i].x, ids->label);
         ids_step(6, "old certificate removed");
-        if (ok && (oidlen != idlen || memcmp(oid, id, idlen) != 0)) {
-            ok = ids_destroy(ids, s, CKO_PRIVATE_KEY, oid, oidlen, ids->label) &&
-                 ids_destroy(ids, s, CKO_PUBLIC_KEY, oid, oidlen, ids->label);
-            ids_step(7, "old key removed");
-        }
     }
-    /* A key pair whose certificate went before a crash let its key go too. */
-    return ok && ids_destroy_orphans(ids, s, li);
+    /*
+     * Old key pairs (left without a certificate) go last, after the grace period: a
+     * running program signs with the old key until its next reload of the identity.
+     */
+    return ok && ids_destroy_orphans(ids, s, li, grace);
 }
 
 /* Switches a complete "NAME.new" pair over to NAME (step 4 and 5). */
@@ -653,7 +652,7 @@ static int renew_finish(const struct cmp_opts *o, struct renew_state *st, P11Kit
     if (!ids_load(&st->ids, tu, o->module, o->identity) ||
         p11m_session_open_rw(st->ids.tok, &s) != CKR_OK || !p11m_login(st->ids.tok, li))
         return 0;
-    ok = renew_tidy(&st->ids, s, li);
+    ok = renew_tidy(&st->ids, s, li, o->grace);
     p11m_session_close(st->ids.tok, s);
     return ok;
 }
@@ -873,6 +872,7 @@ static int cmp_parse(struct cmp_opts *o, int argc, char **argv, void (*usage)(FI
         {"new-key", no_argument, NULL, 'n'},
         {"if-expiring-within", required_argument, NULL, 'e'},
         {"timeout", required_argument, NULL, 'o'},
+        {"grace", required_argument, NULL, 'g'},
         {"pin-source", required_argument, NULL, 'p'},
         {"module", required_argument, NULL, 'm'},
         {"provider", required_argument, NULL, 'P'},
@@ -930,6 +930,10 @@ static int cmp_parse(struct cmp_opts *o, int argc, char **argv, void (*usage)(FI
             if (!tool_parse_long(o->cmd, "--timeout", optarg, 1, 86400, &o->timeout))
                 return TOOL_EXIT_USAGE;
             break;
+        case 'g':
+            if (!tool_parse_long(o->cmd, "--grace", optarg, 0, 86400, &o->grace))
+                return TOOL_EXIT_USAGE;
+            break;
         case 'p':
             o->pin_source = optarg;
             break;
@@ -965,8 +969,11 @@ static int cmp_parse(struct cmp_opts *o, int argc, char **argv, void (*usage)(FI
 
 int enroll_main(int argc, char **argv)
 {
-    struct cmp_opts o = {
-        .cmd = "enroll", .type = "ec:P-256", .if_expiring = -1, .timeout = 120};
+    struct cmp_opts o = {.cmd = "enroll",
+                         .type = "ec:P-256",
+                         .if_expiring = -1,
+                         .timeout = 120,
+                         .grace = 70};
     int rc = cmp_parse(&o, argc, argv, enroll_usage);
 
     if (rc != TOOL_EXIT_OK)
@@ -985,8 +992,11 @@ int enroll_main(int argc, char **argv)
 
 int renew_main(int argc, char **argv)
 {
-    struct cmp_opts o = {
-        .cmd = "renew", .type = "ec:P-256", .if_expiring = -1, .timeout = 120};
+    struct cmp_opts o = {.cmd = "renew",
+                         .type = "ec:P-256",
+                         .if_expiring = -1,
+                         .timeout = 120,
+                         .grace = 70};
     int rc = cmp_parse(&o, argc, argv, renew_usage);
 
     if (rc != TOOL_EXIT_OK)

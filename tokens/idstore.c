@@ -424,8 +424,10 @@ static int ids_has_cert(struct ids *ids, const unsigned char *id, size_t idlen)
     return found;
 }
 
-int ids_destroy_orphans(struct ids *ids, CK_SESSION_HANDLE s, P11M_LOGIN_INFO *li)
+int ids_destroy_orphans(struct ids *ids, CK_SESSION_HANDLE s, P11M_LOGIN_INFO *li,
+                        long grace)
 {
+    int waited = 0;
     struct ids_orphans o = {{NULL}, 0};
     size_t idlen, oidlen;
     const unsigned char *id = ids_id(ids, &idlen), *oid;
@@ -435,9 +437,18 @@ int ids_destroy_orphans(struct ids *ids, CK_SESSION_HANDLE s, P11M_LOGIN_INFO *l
     for (size_t i = 0; i < o.n; i++) {
         oid = p11m_obj_id(o.v[i], &oidlen);
         if (ok && oidlen > 0 && !(oidlen == idlen && memcmp(oid, id, idlen) == 0) &&
-            !ids_has_cert(ids, oid, oidlen))
+            !ids_has_cert(ids, oid, oidlen)) {
+            if (!waited++ && grace > 0) {
+                fprintf(stderr,
+                        "p11mtls: removing the old key of '%s' in %ld s, once running "
+                        "programs use the new one\n",
+                        ids->label, grace);
+                sleep((unsigned) grace);
+            }
             ok = ids_destroy(ids, s, CKO_PRIVATE_KEY, oid, oidlen, ids->label) &&
                  ids_destroy(ids, s, CKO_PUBLIC_KEY, oid, oidlen, ids->label);
+            ids_step(7, "old key removed");
+        }
         p11m_obj_free(o.v[i]);
     }
     return ok;

@@ -64,8 +64,9 @@ int ids_destroy(struct ids *ids, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
 /* Destroys the certificate x labelled label. */
 int ids_destroy_cert(struct ids *ids, CK_SESSION_HANDLE s, X509 *x, const char *label);
 /* Destroys the key pairs labelled like the identity that have no certificate of it,
- * except the chosen certificate's (login with li). */
-int ids_destroy_orphans(struct ids *ids, CK_SESSION_HANDLE s, P11M_LOGIN_INFO *li);
+ * except the chosen certificate's (login with li), after waiting grace seconds. */
+int ids_destroy_orphans(struct ids *ids, CK_SESSION_HANDLE s, P11M_LOGIN_INFO *li,
+                        long grace);
 /* Sets CKA_LABEL of the objects of class cls with id and label from to to. */
 int ids_relabel(struct ids *ids, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
                 const unsigned char *id, size_t idlen, const char *from, const char *to);

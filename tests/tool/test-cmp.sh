@@ -33,7 +33,8 @@ enroll() {
         --secret-source "file:$FX_CMP_SECRET_FILE" "$@"
 }
 renew() {
-    "$TOOL" renew --server "$FX_CMP_URL" "${T[@]}" --identity device --timeout 20 "$@"
+    "$TOOL" renew --server "$FX_CMP_URL" "${T[@]}" --identity device --timeout 20 --grace 0 \
+        "$@"
 }
 # objects CLASS LABEL: how many objects of that class and label are on the token.
 objects() {
