@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2317 # the helpers run through check and rc_is
 # End to end: a fresh SoftHSM2 token enrolled over CMP with the CMP test CA, admitted by
 # nginx through the shim; then, while ONE long-running shimmed program (python3) keeps
 # making requests to nginx, `p11mtls renew` (same key) and `p11mtls renew --new-key`:
@@ -26,6 +27,7 @@ check "enroll (ir) on the fresh token" "$TOOL" enroll --server "$FX_CMP_URL" "${
 serial() { # N: the CA's N-th serial as nginx prints it
     printf '%02X' "$1"
 }
+# shellcheck disable=SC2016 # nginx expands these
 FX_NGINX_EXTRA='location /serial { default_type text/plain; return 200 "$ssl_client_verify $ssl_client_serial\n"; }'
 check "nginx requiring client certificates" fx_nginx_start web
 cat >"$WORK/shim.conf" <<EOF

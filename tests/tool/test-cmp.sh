@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2317 # the helpers run through check and rc_is
 # CMP enrolment and renewal, real protocol end to end: the CMP test CA (fx-cmp-ca, on
 # OpenSSL's CMP server) issuing to `openssl cmp` and to p11mtls; p11mtls against
 # `openssl cmp`'s own mock server; renewal with and without a new key, each checked by
@@ -12,7 +13,7 @@ fx_ca || skip_all "CA fixture could not be built"
 [ -x "${P11M_CMP_CA:-}" ] || bail_out "the CMP test CA (P11M_CMP_CA) is not built"
 plan 88
 
-LABEL=cmp
+LABEL="cmp"
 (umask 077 && echo 87654321 >"$WORK/so.pin" && echo 4321 >"$WORK/pin.txt" &&
     echo 9999 >"$WORK/bad.pin")
 PIN=file:$WORK/pin.txt
