@@ -5,12 +5,14 @@
 # making requests to nginx, `p11mtls renew` (same key) and `p11mtls renew --new-key`:
 # every request is admitted, and nginx sees the serials in order, old then new, without
 # the program being restarted (shim reload_interval = 1 s here, and renew --grace 3 keeps
-# the old key that long; no duration is asserted).
+# the old key that long; no duration is asserted). Then, with reloads switched off
+# (reload_interval = 0), a short-lived certificate: once it expires the shim reads the
+# identity again at once and presents the renewed one, never the expired one.
 source "$(dirname "$0")/common.sh"
 fx_workdir tool-cmp-e2e
 fx_ca || skip_all "CA fixture could not be built"
 [ -x "${P11M_CMP_CA:-}" ] || bail_out "the CMP test CA (P11M_CMP_CA) is not built"
-plan 14
+plan 21
 
 LABEL=e2e
 (umask 077 && echo 87654321 >"$WORK/so.pin" && echo 4321 >"$WORK/pin.txt")
@@ -102,4 +104,32 @@ is "nginx saw the serials in order, never an old one after a new one" \
     "$(uniq <"$WORK/loop.out" | sed 's/^200 SUCCESS //' | tr '\n' ' ')" \
     "$(serial 1) $(serial 2) $(serial 3) "
 like "the shim logged the reloads" "$(grep -c 'reloaded: serial' "$WORK/loop.err")" "^2$"
+
+# ---- expiry: no periodic reload, a certificate valid for a few seconds
+check "a CMP CA issuing short-lived certificates" fx_cmp_ca_start short --validity-secs 15 \
+    --serial 80
+short_url=$FX_CMP_URL
+check "enroll a second identity 'short' (valid 15 s)" "$TOOL" enroll --server "$short_url" \
+    "${T[@]}" --identity short --subject /CN=short-e2e/UID=e2e-0002 --ref "$FX_CMP_REF" \
+    --secret-source "file:$FX_CMP_SECRET_FILE"
+sed -e 's/^reload_interval = 1$/reload_interval = 0/' -e 's/object=device;/object=short;/' \
+    "$WORK/shim.conf" >"$WORK/shim-short.conf"
+rm -f "$WORK/stop" "$WORK/loop.out"
+with_asan "$TOOL" run --config "$WORK/shim-short.conf" -- /usr/bin/python3 "$WORK/loop.py" \
+    "$FX_NGINX_PORT" "$FX_CA_ROOT" "$WORK/stop" >"$WORK/loop.out" 2>"$WORK/loop.err" &
+loop_pid=$!
+check "the running program presents the short-lived serial $(serial 80)" wait_serial \
+    "$(serial 80)"
+check "renew it (30 days) while the old one is still valid" "$TOOL" renew \
+    --server "$(sed 's/[0-9]*\/pkix/'"$(cat "$WORK/ca.port")"'\/pkix/' <<<"$short_url")" \
+    "${T[@]}" --identity short
+check "...once the old one expires, the program presents the new one" wait_serial \
+    "$(serial 4)"
+touch "$WORK/stop"
+wait "$loop_pid"
+is "every request was admitted: never an expired certificate" \
+    "$(grep -cv '^200 SUCCESS [0-9A-F]*$' "$WORK/loop.out")" 0
+is "...old serial, then the new one" \
+    "$(uniq <"$WORK/loop.out" | sed 's/^200 SUCCESS //' | tr '\n' ' ')" \
+    "$(serial 80) $(serial 4) "
 finish
