@@ -205,7 +205,7 @@ static int cmp_certconf(OSSL_CMP_CTX *ctx, X509 *cert, int fail_info, const char
                  "the CA's certificate does not verify against the trusted CA "
                  "certificates (%s): refused, nothing stored",
                  sk_X509_num(anchors) > 0 ? X509_verify_cert_error_string(err)
-                                          : "the CA sent none");
+                                          : "the CA sent no caPubs: give --trusted");
         *text = "certificate not trusted";
         fail_info = 1 << OSSL_CMP_PKIFAILUREINFO_incorrectData;
     }
@@ -345,6 +345,20 @@ static X509_REQ *enroll_csr(struct cmp_run *r, EVP_PKEY *key, const X509_NAME *s
     return req;
 }
 
+/* The CA's signed answers must verify against anchors. */
+static int cmp_trust(OSSL_CMP_CTX *ctx, STACK_OF(X509) * anchors)
+{
+    X509_STORE *ts = X509_STORE_new();
+    int ok = ts != NULL;
+
+    for (int i = 0; ok && i < sk_X509_num(anchors); i++)
+        ok = X509_STORE_add_cert(ts, sk_X509_value(anchors, i));
+    if (ok && OSSL_CMP_CTX_set0_trustedStore(ctx, ts))
+        return 1;
+    X509_STORE_free(ts);
+    return 0;
+}
+
 /* Protection of the ir: the shared secret (PBM) or the bootstrap key and certificate. */
 static int enroll_protect(struct cmp_run *r, struct ids *ids, OSSL_CMP_CTX *ctx,
                           P11M_LOGIN_INFO *li)
@@ -381,7 +395,7 @@ static int enroll_protect(struct cmp_run *r, struct ids *ids, OSSL_CMP_CTX *ctx,
         (pk = tool_load_key(r->lc, uri, o->pin_source, o->module)) != NULL)
         ok = OSSL_CMP_CTX_set1_cert(ctx, ids_cert(&boot)) &&
              OSSL_CMP_CTX_set1_pkey(ctx, pk) &&
-             OSSL_CMP_CTX_set1_untrusted(ctx, boot.chain);
+             OSSL_CMP_CTX_set1_untrusted(ctx, boot.chain) && cmp_trust(ctx, r->anchors);
     else if (pk == NULL && uri == NULL)
         tool_err("--bootstrap: no certificate and key labelled '%s' on the token",
                  o->bootstrap);
@@ -732,20 +746,13 @@ static X509 *renew_kur(struct cmp_run *r, struct renew_state *st, STACK_OF(X509)
     EVP_PKEY *npk = pk != NULL && st->new_key != NULL
                         ? renew_load(r, &st->pending, st->new_key)
                         : NULL;
-    X509_STORE *ts = X509_STORE_new();
     X509 *x = NULL;
-    int ok = pk != NULL && (st->new_key == NULL || npk != NULL) && ts != NULL;
-
-    for (int i = 0; ok && i < sk_X509_num(r->anchors); i++)
-        ok = X509_STORE_add_cert(ts, sk_X509_value(r->anchors, i));
-    ok = ok && OSSL_CMP_CTX_set0_trustedStore(ctx, ts);
-    if (ok)
-        ts = NULL;
-    ok = ok && OSSL_CMP_CTX_set1_untrusted(ctx, r->chain) &&
-         OSSL_CMP_CTX_set1_cert(ctx, ids_cert(&st->ids)) &&
-         OSSL_CMP_CTX_set1_oldCert(ctx, ids_cert(&st->ids)) &&
-         OSSL_CMP_CTX_set1_pkey(ctx, pk) &&
-         (npk == NULL || OSSL_CMP_CTX_set0_newPkey(ctx, 1, npk));
+    int ok = pk != NULL && (st->new_key == NULL || npk != NULL) &&
+             cmp_trust(ctx, r->anchors) && OSSL_CMP_CTX_set1_untrusted(ctx, r->chain) &&
+             OSSL_CMP_CTX_set1_cert(ctx, ids_cert(&st->ids)) &&
+             OSSL_CMP_CTX_set1_oldCert(ctx, ids_cert(&st->ids)) &&
+             OSSL_CMP_CTX_set1_pkey(ctx, pk) &&
+             (npk == NULL || OSSL_CMP_CTX_set0_newPkey(ctx, 1, npk));
     if (ok)
         npk = NULL;
     if (ok && (x = cmp_exec(r, ctx, OSSL_CMP_KUR)) != NULL && !cmp_check_clock(r, x)) {
@@ -754,7 +761,6 @@ static X509 *renew_kur(struct cmp_run *r, struct renew_state *st, STACK_OF(X509)
     }
     if (x != NULL)
         *cas = cmp_ca_certs(ctx);
-    X509_STORE_free(ts);
     EVP_PKEY_free(npk);
     EVP_PKEY_free(pk);
     OSSL_CMP_CTX_free(ctx);

@@ -11,7 +11,7 @@ source "$(dirname "$0")/common.sh"
 fx_workdir tool-cmp
 fx_ca || skip_all "CA fixture could not be built"
 [ -x "${P11M_CMP_CA:-}" ] || bail_out "the CMP test CA (P11M_CMP_CA) is not built"
-plan 88
+plan 95
 
 LABEL="cmp"
 (umask 077 && echo 87654321 >"$WORK/so.pin" && echo 4321 >"$WORK/pin.txt" &&
@@ -284,4 +284,22 @@ rc_is "a mock answer for another key (a new identity's key): refused" 1 "$TOOL" 
 out_has "...nothing stored" "refused.*nothing stored"
 is "...no certificate labelled other" "$(objects cert other)" 0
 mock_stop
+
+# ---- the other ways in: p10cr, and a bootstrap certificate already on the token
+fx_cmp_ca_start ca8 --serial 500 >/dev/null
+rc_is "enroll --p10cr (a PKCS#10 request signed on the token)" 0 "$TOOL" enroll \
+    --server "$FX_CMP_URL" "${T[@]}" --identity p10 --p10cr --subject /CN=p10/UID=p-2 \
+    --ref "$FX_CMP_REF" --secret-source "file:$FX_CMP_SECRET_FILE" --trusted "$FX_CA_ROOT"
+like "...the CA issued from the p10cr" "$(grep '^issued' "$WORK/ca8.log")" \
+    "issued p10cr serial=500 subject=/CN=p10/UID=p-2"
+rc_is "enroll --bootstrap: the ir signed with the manufacturer key and certificate" 0 \
+    "$TOOL" enroll --server "$FX_CMP_URL" "${T[@]}" --identity boot --bootstrap mockid \
+    --trusted "$FX_CA_ROOT" --subject /CN=boot/UID=b-1
+like "...the CA verified the signature and issued" "$(grep '^issued ir' "$WORK/ca8.log")" \
+    "issued ir serial=501 subject=/CN=boot/UID=b-1"
+is "...stored under the new key's label" "$(objects cert boot)$(objects privkey boot)" 11
+rc_is "enroll --bootstrap with the wrong trust anchor: refused" 1 "$TOOL" enroll \
+    --server "$FX_CMP_URL" "${T[@]}" --identity boot2 --bootstrap mockid \
+    --trusted "$FX_OTHER_CA" --subject /CN=boot2
+is "...nothing stored" "$(objects cert boot2)" 0
 finish
