@@ -861,107 +861,109 @@ done:
 
 /* ---- options ---- */
 
+static const struct option cmp_longopts[] = {
+    {"server", required_argument, NULL, 's'},
+    {"token", required_argument, NULL, 't'},
+    {"identity", required_argument, NULL, 'i'},
+    {"subject", required_argument, NULL, 'S'},
+    {"secret-source", required_argument, NULL, 'x'},
+    {"ref", required_argument, NULL, 'r'},
+    {"bootstrap", required_argument, NULL, 'b'},
+    {"trusted", required_argument, NULL, 'T'},
+    {"tls-trusted", required_argument, NULL, 'L'},
+    {"type", required_argument, NULL, 'y'},
+    {"p10cr", no_argument, NULL, '1'},
+    {"new-key", no_argument, NULL, 'n'},
+    {"if-expiring-within", required_argument, NULL, 'e'},
+    {"timeout", required_argument, NULL, 'o'},
+    {"grace", required_argument, NULL, 'g'},
+    {"pin-source", required_argument, NULL, 'p'},
+    {"module", required_argument, NULL, 'm'},
+    {"provider", required_argument, NULL, 'P'},
+    {"state-dir", required_argument, NULL, 'd'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* tool_getopt: one option of enroll or renew into its options. */
+static int cmp_opt(int c, char *arg, void *vo)
+{
+    struct cmp_opts *o = vo;
+
+    switch (c) {
+    case 's':
+        o->server = arg;
+        break;
+    case 't':
+        o->token = arg;
+        break;
+    case 'i':
+        o->identity = arg;
+        break;
+    case 'S':
+        o->subject = arg;
+        break;
+    case 'x':
+        o->secret_source = arg;
+        break;
+    case 'r':
+        o->ref = arg;
+        break;
+    case 'b':
+        o->bootstrap = arg;
+        break;
+    case 'T':
+        o->trusted = arg;
+        break;
+    case 'L':
+        o->tls_trusted = arg;
+        break;
+    case 'y':
+        o->type = arg;
+        break;
+    case '1':
+        o->p10cr = 1;
+        break;
+    case 'n':
+        o->new_key = 1;
+        break;
+    case 'e':
+        if (!tool_parse_long(o->cmd, "--if-expiring-within", arg, 0, 100000,
+                             &o->if_expiring))
+            return TOOL_EXIT_USAGE;
+        break;
+    case 'o':
+        if (!tool_parse_long(o->cmd, "--timeout", arg, 1, 86400, &o->timeout))
+            return TOOL_EXIT_USAGE;
+        break;
+    case 'g':
+        if (!tool_parse_long(o->cmd, "--grace", arg, 0, 86400, &o->grace))
+            return TOOL_EXIT_USAGE;
+        break;
+    case 'p':
+        o->pin_source = arg;
+        break;
+    case 'm':
+        o->module = arg;
+        break;
+    case 'P':
+        o->provider = arg;
+        break;
+    case 'd':
+        o->state_dir = arg;
+        break;
+    }
+    return 0;
+}
+
+/* TOOL_PARSED when the options are complete and consistent, else the exit code. */
 static int cmp_parse(struct cmp_opts *o, int argc, char **argv, void (*usage)(FILE *))
 {
-    static const struct option longopts[] = {
-        {"server", required_argument, NULL, 's'},
-        {"token", required_argument, NULL, 't'},
-        {"identity", required_argument, NULL, 'i'},
-        {"subject", required_argument, NULL, 'S'},
-        {"secret-source", required_argument, NULL, 'x'},
-        {"ref", required_argument, NULL, 'r'},
-        {"bootstrap", required_argument, NULL, 'b'},
-        {"trusted", required_argument, NULL, 'T'},
-        {"tls-trusted", required_argument, NULL, 'L'},
-        {"type", required_argument, NULL, 'y'},
-        {"p10cr", no_argument, NULL, '1'},
-        {"new-key", no_argument, NULL, 'n'},
-        {"if-expiring-within", required_argument, NULL, 'e'},
-        {"timeout", required_argument, NULL, 'o'},
-        {"grace", required_argument, NULL, 'g'},
-        {"pin-source", required_argument, NULL, 'p'},
-        {"module", required_argument, NULL, 'm'},
-        {"provider", required_argument, NULL, 'P'},
-        {"state-dir", required_argument, NULL, 'd'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
+    const TOOL_CMD cmd = {o->cmd, "h", cmp_longopts, usage, 0};
+    int rc = tool_getopt(&cmd, argc, argv, cmp_opt, o);
 
-    tool_getopt_reset();
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 's':
-            o->server = optarg;
-            break;
-        case 't':
-            o->token = optarg;
-            break;
-        case 'i':
-            o->identity = optarg;
-            break;
-        case 'S':
-            o->subject = optarg;
-            break;
-        case 'x':
-            o->secret_source = optarg;
-            break;
-        case 'r':
-            o->ref = optarg;
-            break;
-        case 'b':
-            o->bootstrap = optarg;
-            break;
-        case 'T':
-            o->trusted = optarg;
-            break;
-        case 'L':
-            o->tls_trusted = optarg;
-            break;
-        case 'y':
-            o->type = optarg;
-            break;
-        case '1':
-            o->p10cr = 1;
-            break;
-        case 'n':
-            o->new_key = 1;
-            break;
-        case 'e':
-            if (!tool_parse_long(o->cmd, "--if-expiring-within", optarg, 0, 100000,
-                                 &o->if_expiring))
-                return TOOL_EXIT_USAGE;
-            break;
-        case 'o':
-            if (!tool_parse_long(o->cmd, "--timeout", optarg, 1, 86400, &o->timeout))
-                return TOOL_EXIT_USAGE;
-            break;
-        case 'g':
-            if (!tool_parse_long(o->cmd, "--grace", optarg, 0, 86400, &o->grace))
-                return TOOL_EXIT_USAGE;
-            break;
-        case 'p':
-            o->pin_source = optarg;
-            break;
-        case 'm':
-            o->module = optarg;
-            break;
-        case 'P':
-            o->provider = optarg;
-            break;
-        case 'd':
-            o->state_dir = optarg;
-            break;
-        case 'h':
-            usage(stdout);
-            return -1;
-        default:
-            return tool_usage(o->cmd, "unknown or incomplete option '%s'",
-                              argv[optind - 1]);
-        }
-    }
-    if (optind < argc)
-        return tool_usage(o->cmd, "unexpected argument '%s'", argv[optind]);
+    if (rc != TOOL_PARSED)
+        return rc;
     if (o->server == NULL || o->token == NULL || o->identity == NULL)
         return tool_usage(o->cmd, "--server, --token and --identity are required");
     if (o->identity[0] == '\0' || strlen(o->identity) > 150 ||
@@ -970,7 +972,7 @@ static int cmp_parse(struct cmp_opts *o, int argc, char **argv, void (*usage)(FI
     if (!tool_pin_source_ok(o->cmd, "--pin-source", o->pin_source) ||
         !tool_pin_source_ok(o->cmd, "--secret-source", o->secret_source))
         return TOOL_EXIT_USAGE;
-    return TOOL_EXIT_OK;
+    return TOOL_PARSED;
 }
 
 int enroll_main(int argc, char **argv)
@@ -982,8 +984,8 @@ int enroll_main(int argc, char **argv)
                          .grace = 70};
     int rc = cmp_parse(&o, argc, argv, enroll_usage);
 
-    if (rc != TOOL_EXIT_OK)
-        return rc < 0 ? TOOL_EXIT_OK : rc;
+    if (rc != TOOL_PARSED)
+        return rc;
     if ((o.secret_source != NULL) == (o.bootstrap != NULL))
         return tool_usage(o.cmd, "give either --ref and --secret-source (shared secret) "
                                  "or --bootstrap (a certificate on the token)");
@@ -1005,8 +1007,8 @@ int renew_main(int argc, char **argv)
                          .grace = 70};
     int rc = cmp_parse(&o, argc, argv, renew_usage);
 
-    if (rc != TOOL_EXIT_OK)
-        return rc < 0 ? TOOL_EXIT_OK : rc;
+    if (rc != TOOL_PARSED)
+        return rc;
     if (o.secret_source != NULL || o.bootstrap != NULL || o.p10cr || o.subject != NULL)
         return tool_usage(o.cmd,
                           "renew takes no --secret-source, --bootstrap, --p10cr or "

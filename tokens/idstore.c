@@ -170,22 +170,19 @@ P11M_OBJ *ids_key(struct ids *ids, const char *label, const unsigned char *id,
     return key;
 }
 
-/* ---- writing (the C_* calls move to the core's object API) ---- */
+/* ---- writing ---- */
 
 static long ids_handles(struct ids *ids, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
                         const unsigned char *id, size_t idlen, const char *label,
                         CK_OBJECT_HANDLE *h, CK_ULONG cap)
 {
-    P11M_MODULE *mod = p11m_token_module(ids->tok);
     CK_ATTRIBUTE t[3] = {{CKA_CLASS, &cls, sizeof(cls)},
                          {CKA_LABEL, (void *) label, strlen(label)},
                          {CKA_ID, (void *) id, idlen}};
     CK_ULONG n = 0;
-    CK_RV rv = P11M_CALL(mod, C_FindObjectsInit, s, t, id != NULL ? 3 : 2);
+    CK_RV rv = p11m_find_handles(p11m_token_module(ids->tok), s, t, id != NULL ? 3 : 2, h,
+                                 cap, &n);
 
-    if (rv == CKR_OK)
-        rv = P11M_CALL(mod, C_FindObjects, s, h, cap, &n);
-    P11M_CALL(mod, C_FindObjectsFinal, s);
     if (rv != CKR_OK) {
         tool_err("searching the token: %s", p11m_ckr_name(rv));
         return -1;
@@ -221,8 +218,7 @@ static CK_RV ids_create_cert(struct ids *ids, CK_SESSION_HANDLE s, X509 *x,
     CK_RV rv = CKR_HOST_MEMORY;
 
     if (lv > 0 && ls > 0 && li > 0 && lr > 0)
-        rv = P11M_CALL(p11m_token_module(ids->tok), C_CreateObject, s, t,
-                       sizeof(t) / sizeof(t[0]), &h);
+        rv = p11m_object_create(ids->tok, s, t, sizeof(t) / sizeof(t[0]), &h);
     OPENSSL_free(val);
     OPENSSL_free(subj);
     OPENSSL_free(iss);
@@ -335,8 +331,8 @@ int ids_generate(struct ids *ids, CK_SESSION_HANDLE s, const char *type,
             pubt[npub - 2] = (CK_ATTRIBUTE){CKA_EC_PARAMS, params, (CK_ULONG) n};
             npub--;
         }
-        rv = P11M_CALL(p11m_token_module(ids->tok), C_GenerateKeyPair, s, &mech, pubt,
-                       npub, privt, sizeof(privt) / sizeof(privt[0]), &pub, &priv);
+        rv = p11m_keypair_generate(ids->tok, s, &mech, pubt, npub, privt,
+                                   sizeof(privt) / sizeof(privt[0]), &pub, &priv);
     }
     if (rv != CKR_OK)
         tool_err("generating the %s key: C_GenerateKeyPair: %s", type, p11m_ckr_name(rv));
@@ -350,7 +346,7 @@ int ids_destroy(struct ids *ids, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
     long n = ids_handles(ids, s, cls, id, idlen, label, h, 16);
 
     for (long i = 0; i < n; i++) {
-        CK_RV rv = P11M_CALL(p11m_token_module(ids->tok), C_DestroyObject, s, h[i]);
+        CK_RV rv = p11m_object_destroy(ids->tok, s, h[i]);
 
         if (rv != CKR_OK) {
             tool_err("removing an old object: C_DestroyObject: %s", p11m_ckr_name(rv));
@@ -371,15 +367,11 @@ int ids_destroy_cert(struct ids *ids, CK_SESSION_HANDLE s, X509 *x, const char *
                          {CKA_VALUE, der, (CK_ULONG) (len > 0 ? len : 0)}};
     CK_OBJECT_HANDLE h[4];
     CK_ULONG n = 0;
-    CK_RV rv = len > 0 ? P11M_CALL(mod, C_FindObjectsInit, s, t, 3) : CKR_HOST_MEMORY;
+    CK_RV rv = len > 0 ? p11m_find_handles(mod, s, t, 3, h, 4, &n) : CKR_HOST_MEMORY;
 
-    if (rv == CKR_OK)
-        rv = P11M_CALL(mod, C_FindObjects, s, h, 4, &n);
-    if (len > 0)
-        P11M_CALL(mod, C_FindObjectsFinal, s);
     OPENSSL_free(der);
     for (CK_ULONG i = 0; rv == CKR_OK && i < n; i++)
-        rv = P11M_CALL(mod, C_DestroyObject, s, h[i]);
+        rv = p11m_object_destroy(ids->tok, s, h[i]);
     if (rv != CKR_OK)
         tool_err("removing the old certificate: %s", p11m_ckr_name(rv));
     return rv == CKR_OK;
@@ -462,8 +454,7 @@ int ids_relabel(struct ids *ids, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,
     CK_ATTRIBUTE a = {CKA_LABEL, (void *) to, strlen(to)};
 
     for (long i = 0; i < n; i++) {
-        CK_RV rv =
-            P11M_CALL(p11m_token_module(ids->tok), C_SetAttributeValue, s, h[i], &a, 1);
+        CK_RV rv = p11m_object_set_attrs(ids->tok, s, h[i], &a, 1);
 
         if (rv != CKR_OK) {
             tool_err("relabelling '%s' to '%s': C_SetAttributeValue: %s", from, to,

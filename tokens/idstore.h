@@ -48,8 +48,7 @@ P11M_OBJ *ids_key(struct ids *ids, const char *label, const unsigned char *id,
                   size_t idlen, P11M_LOGIN_INFO *li);
 
 /*
- * Token writes (a logged-in RW session s). They go through the PKCS#11 core once it has
- * the calls for them; until then they are the only C_* calls of enrol/renew.
+ * Token writes (a logged-in RW session s), through the core's provisioning calls.
  */
 int ids_store_cert(struct ids *ids, CK_SESSION_HANDLE s, X509 *x, const char *label,
                    const unsigned char *id, size_t idlen);

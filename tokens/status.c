@@ -399,6 +399,38 @@ done:
     return rc;
 }
 
+/* tool_getopt: one option of the command into its options. */
+static int status_opt(int c, char *arg, void *vo)
+{
+    struct status_opts *o = vo;
+
+    switch (c) {
+    case 't':
+        o->token = arg;
+        break;
+    case 'i':
+        o->identity = arg;
+        break;
+    case 'j':
+        o->json = 1;
+        break;
+    case 'P':
+        o->prometheus = arg;
+        break;
+    case 'w':
+        if (!tool_parse_long(CMD, "--warn-days", arg, 0, 100000, &o->warn_days))
+            return TOOL_EXIT_USAGE;
+        break;
+    case 'd':
+        o->state_dir = arg;
+        break;
+    case 'm':
+        o->module = arg;
+        break;
+    }
+    return 0;
+}
+
 int status_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -412,43 +444,12 @@ int status_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    static const TOOL_CMD cmd = {CMD, "h", longopts, status_usage, 0};
     struct status_opts o = {NULL, NULL, NULL, NULL, NULL, 14, 0};
-    int c;
+    int rc;
 
-    tool_getopt_reset();
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 't':
-            o.token = optarg;
-            break;
-        case 'i':
-            o.identity = optarg;
-            break;
-        case 'j':
-            o.json = 1;
-            break;
-        case 'P':
-            o.prometheus = optarg;
-            break;
-        case 'w':
-            if (!tool_parse_long(CMD, "--warn-days", optarg, 0, 100000, &o.warn_days))
-                return TOOL_EXIT_USAGE;
-            break;
-        case 'd':
-            o.state_dir = optarg;
-            break;
-        case 'm':
-            o.module = optarg;
-            break;
-        case 'h':
-            status_usage(stdout);
-            return TOOL_EXIT_OK;
-        default:
-            return tool_usage(CMD, "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
-    }
-    if (optind < argc)
-        return tool_usage(CMD, "unexpected argument '%s'", argv[optind]);
+    if ((rc = tool_getopt(&cmd, argc, argv, status_opt, &o)) != TOOL_PARSED)
+        return rc;
     if (o.token == NULL)
         return tool_usage(CMD, "--token is required");
     return status_run(&o);

@@ -106,10 +106,10 @@ is "nginx saw the serials in order, never an old one after a new one" \
 like "the shim logged the reloads" "$(grep -c 'reloaded: serial' "$WORK/loop.err")" "^2$"
 
 # ---- expiry: no periodic reload, a certificate valid for a few seconds
-check "a CMP CA issuing short-lived certificates" fx_cmp_ca_start short --validity-secs 15 \
+check "a CMP CA issuing short-lived certificates" fx_cmp_ca_start short --validity-secs 30 \
     --serial 80
 short_url=$FX_CMP_URL
-check "enroll a second identity 'short' (valid 15 s)" "$TOOL" enroll --server "$short_url" \
+check "enroll a second identity 'short' (valid 30 s)" "$TOOL" enroll --server "$short_url" \
     "${T[@]}" --identity short --subject /CN=short-e2e/UID=e2e-0002 --ref "$FX_CMP_REF" \
     --secret-source "file:$FX_CMP_SECRET_FILE"
 sed -e 's/^reload_interval = 1$/reload_interval = 0/' -e 's/object=device;/object=short;/' \
