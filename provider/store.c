@@ -17,6 +17,7 @@
 #include <openssl/params.h>
 #include <openssl/store.h>
 
+#include "choose.h"
 #include "provider.h"
 
 typedef struct store_ctx {
@@ -155,6 +156,9 @@ static int store_search_in(STORE_CTX *ctx, OSSL_PASSPHRASE_CALLBACK *pw_cb,
     n = p11m_objects_find(ctx->mod, &args, store_collect, ctx);
     if (n < 0)
         return 0;
+    /* A renewal leaves old and new side by side for a moment: the new one goes first. */
+    if (args.cls != (CK_OBJECT_CLASS) -1)
+        p11m_choose_order(ctx->mod, ctx->objs, ctx->n);
     if (!store_login_now(ctx, &li))
         return 0;
     if (n == 0)

@@ -537,6 +537,15 @@ static void conf_main_key(struct conf_state *st, const CONF_VALUE *v, const char
         conf_provider_params(st, v->value);
     } else if (strcmp(v->name, "on_config_error") == 0) {
         /* read before the other keys */
+    } else if (strcmp(v->name, "reload_interval") == 0) {
+        char *end;
+        long n = strtol(v->value, &end, 10);
+
+        if (end == v->value || *end != '\0' || n < 0 || n > 86400)
+            conf_bad(st, CONF_MAIN, v->name, "\"%s\" is not 0 to 86400 (seconds)",
+                     v->value);
+        else
+            c->reload_interval = n;
     } else if (strcmp(v->name, "post_handshake_auth") == 0) {
         if (!conf_bool(v->value, &c->post_handshake_auth))
             conf_bad(st, CONF_MAIN, v->name, "\"%s\" is not yes or no", v->value);
@@ -578,6 +587,7 @@ static struct shim_conf *conf_new(const char *path)
     c->provider = strdup(prov != NULL && *prov != '\0' ? prov : P11M_PROVIDER_PATH);
     c->log_target = SHIM_LOG_STDERR;
     c->log_level = SHIM_WARN;
+    c->reload_interval = 60;
     if (c->path == NULL || c->provider == NULL) {
         free(c->path);
         free(c->provider);

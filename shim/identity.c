@@ -10,8 +10,15 @@
  * already cleaned up by the time a destructor could run.
  *
  * Keys, certificates and chains are loaded with OSSL_STORE, from pkcs11: URIs or files,
- * on the first handshake that needs them, and kept for the life of the process. The
- * loading thread holds no lock while it talks to the token; others wait on a condition.
+ * on the first handshake that needs them. The loading thread holds no lock while it talks
+ * to the token; others wait on a condition.
+ *
+ * A renewal puts a new certificate on the token under the same URI (the provider's store
+ * hands out the valid one with the latest notAfter first), so a loaded identity is read
+ * again every reload_interval seconds (default 60, 0: never), and at once when its
+ * certificate is no longer valid. One handshake does that while the others go on with
+ * the identity they have; a new one replaces it only when its certificate differs. A
+ * replaced identity is kept (never freed): a handshake in another thread may hold it.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -34,7 +41,11 @@ struct id_slot {
     enum slot_state state;
     time_t failed_at;
     char why[512];
-    struct shim_identity id;
+    struct shim_identity *id;       /* READY: the current one */
+    time_t loaded_at;               /* when id was loaded or last checked */
+    bool reloading;                 /* a thread is reading it again */
+    struct shim_identity **retired; /* replaced ones, see above */
+    size_t nretired;
 };
 
 static pthread_once_t identity_once = PTHREAD_ONCE_INIT;
@@ -66,6 +77,7 @@ static void identity_postfork_child(void)
     for (size_t i = 0; i < nslots; i++) {
         if (slots[i].state == SLOT_LOADING)
             slots[i].state = SLOT_IDLE;
+        slots[i].reloading = false;
         pthread_cond_init(&slots[i].done, NULL);
         pthread_mutex_unlock(&slots[i].lock);
     }
@@ -381,26 +393,76 @@ static bool identity_load(const struct shim_conf *c, size_t idx, struct shim_ide
 /* Called with the slot locked; returns with it locked. */
 static void identity_fill(struct id_slot *s, const struct shim_conf *c, size_t idx)
 {
-    struct shim_identity id = {0};
-    char why[sizeof(s->why)] = "";
+    struct shim_identity *id = calloc(1, sizeof(*id));
+    char why[sizeof(s->why)] = "out of memory";
     bool ok;
 
     s->state = SLOT_LOADING;
     pthread_mutex_unlock(&s->lock);
-    ok = identity_load(c, idx, &id, why, sizeof(why));
+    ok = id != NULL && identity_load(c, idx, id, why, sizeof(why));
     pthread_mutex_lock(&s->lock);
-    if (s->state != SLOT_LOADING) /* a fork reset the slot meanwhile: not ours to fill */
+    if (s->state !=
+        SLOT_LOADING) { /* a fork reset the slot meanwhile: not ours to fill */
+        free(id);
         return;
+    }
     if (ok) {
-        s->id = id;
-        /* release: shim_identity_owns() reads id.cert without the lock */
+        s->loaded_at = time(NULL);
+        /* release: shim_identity_owns() reads id without the lock */
+        __atomic_store_n(&s->id, id, __ATOMIC_RELEASE);
         __atomic_store_n(&s->state, SLOT_READY, __ATOMIC_RELEASE);
     } else {
+        free(id);
         shim_fmt(s->why, sizeof(s->why), "%s", why);
         s->failed_at = time(NULL);
         s->state = SLOT_FAILED;
     }
     pthread_cond_broadcast(&s->done);
+}
+
+/* Whether the ready identity of s is due to be read again. */
+static bool identity_due(const struct id_slot *s, const struct shim_conf *c, time_t now)
+{
+    char why[64];
+
+    if (s->reloading || now == s->loaded_at)
+        return false;
+    if (c->reload_interval > 0 && now - s->loaded_at >= c->reload_interval)
+        return true;
+    return !shim_identity_valid_now(s->id, why, sizeof(why));
+}
+
+/* Reads the identity again; called with the slot locked, returns with it locked. */
+static void identity_reload(struct id_slot *s, const struct shim_conf *c, size_t idx)
+{
+    struct shim_identity *id = calloc(1, sizeof(*id)), **r;
+    char why[512] = "out of memory";
+    bool ok;
+
+    s->reloading = true;
+    pthread_mutex_unlock(&s->lock);
+    ok = id != NULL && identity_load(c, idx, id, why, sizeof(why));
+    pthread_mutex_lock(&s->lock);
+    s->reloading = false;
+    s->loaded_at = time(NULL);
+    if (ok && s->state == SLOT_READY &&
+        (strcmp(id->serial, s->id->serial) != 0 ||
+         strcmp(id->subject, s->id->subject) != 0) &&
+        (r = realloc(s->retired, (s->nretired + 1) * sizeof(*r))) != NULL) {
+        s->retired = r;
+        r[s->nretired++] = s->id;
+        shim_log(SHIM_INFO, "identity %s reloaded: serial %s replaces %s",
+                 c->ids[idx].name, id->serial, s->id->serial);
+        __atomic_store_n(&s->id, id, __ATOMIC_RELEASE);
+        return;
+    }
+    if (!ok)
+        shim_log(SHIM_DEBUG,
+                 "identity %s: reading it again failed (%s); keeping serial %s",
+                 c->ids[idx].name, why, s->id->serial);
+    if (id != NULL)
+        identity_release(id);
+    free(id);
 }
 
 const struct shim_identity *shim_identity_get(const struct shim_conf *c, size_t idx,
@@ -423,8 +485,10 @@ const struct shim_identity *shim_identity_get(const struct shim_conf *c, size_t 
     if (s->state == SLOT_IDLE ||
         (s->state == SLOT_FAILED && time(NULL) - s->failed_at >= IDENTITY_RETRY_SECONDS))
         identity_fill(s, c, idx);
+    else if (s->state == SLOT_READY && identity_due(s, c, time(NULL)))
+        identity_reload(s, c, idx);
     if (s->state == SLOT_READY)
-        id = &s->id;
+        id = s->id;
     else
         shim_fmt(why, len, "%s", s->state == SLOT_FAILED ? s->why : "load interrupted");
     pthread_mutex_unlock(&s->lock);
@@ -440,10 +504,22 @@ bool shim_identity_owns(const X509 *cert)
 {
     size_t n = __atomic_load_n(&nslots, __ATOMIC_ACQUIRE);
 
-    for (size_t i = 0; i < n; i++)
-        if (__atomic_load_n(&slots[i].state, __ATOMIC_ACQUIRE) == SLOT_READY &&
-            slots[i].id.cert == cert)
+    for (size_t i = 0; i < n; i++) {
+        struct id_slot *s = &slots[i];
+        bool owns = false;
+
+        if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != SLOT_READY)
+            continue;
+        if (__atomic_load_n(&s->id, __ATOMIC_ACQUIRE)->cert == cert)
             return true;
+        /* an SSL that presented an identity a reload has since replaced */
+        pthread_mutex_lock(&s->lock);
+        for (size_t j = 0; j < s->nretired && !owns; j++)
+            owns = s->retired[j]->cert == cert;
+        pthread_mutex_unlock(&s->lock);
+        if (owns)
+            return true;
+    }
     return false;
 }
 

@@ -101,6 +101,7 @@ struct shim_conf {
     struct shim_param *params; /* extra provider parameters */
     size_t nparams;
     bool post_handshake_auth;
+    long reload_interval; /* seconds between re-reads of a loaded identity; 0: never */
     struct shim_identity_conf *ids;
     size_t nids;
     struct shim_rule *rules;

@@ -76,7 +76,7 @@ static int csr_add_rdn(X509_NAME *name, char *rdn)
  * "/A=b/C=d" into an X509_NAME, splitting on unescaped '/' ("\/" and "\\" are literal).
  * OpenSSL 3.0 has no public parser for this form.
  */
-static X509_NAME *csr_parse_subject(const char *s)
+X509_NAME *csr_parse_subject(const char *s)
 {
     X509_NAME *name = X509_NAME_new();
     char *buf = malloc(strlen(s) + 1), *w = buf;

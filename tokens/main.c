@@ -25,6 +25,9 @@ static const struct command commands[] = {
     {"doctor", doctor_main,
      "explain whether this device presents its identity to a server"},
     {"pin", pin_main, "pin reset-refusal: try again a PIN a token refused, once fixed"},
+    {"enroll", enroll_main, "enrol the token key with the CA over CMP (ir, p10cr)"},
+    {"renew", renew_main, "renew the certificate over CMP (kur), optionally a new key"},
+    {"status", status_main, "identities' expiry and last renewal (--json, --prometheus)"},
 };
 
 static void main_usage(FILE *out)

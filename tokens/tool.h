@@ -34,6 +34,12 @@ int pin_main(int argc, char **argv);
 /* doctor --program: report the TLS library of a program or process; adds to *warns,
  * returns nonzero if the check itself failed (tlslib.c). */
 int doctor_program(const char *prog, int *warns);
+int enroll_main(int argc, char **argv);
+int renew_main(int argc, char **argv);
+int status_main(int argc, char **argv);
+
+/* "/A=b/C=d" into a name (csr.c); NULL with a usage message when it is not one. */
+X509_NAME *csr_parse_subject(const char *s);
 
 /* ---- messages (tool.c) ---- */
 
