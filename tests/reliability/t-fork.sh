@@ -125,9 +125,9 @@ for mode in provider shim; do
         # the parent's line: every handshake ok, verified and the device (busy threads too)
         parent=$(grep -o '^parent: .*' "$name.out" | awk '{
             for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-            print (v["ok"] == v["handshakes"] && v["verified"] == v["ok"] &&
-                   v["expected"] == v["ok"] && v["errors"] == 0 && v["ok"] > 0) ?
-                  "parent works" : $0 }')
+            good = v["ok"] == v["handshakes"] && v["verified"] == v["ok"] &&
+                   v["expected"] == v["ok"] && v["errors"] == 0 && v["ok"] > 0
+            if (good) print "parent works"; else print $0 }')
         like "$desc: no child fails, the parent works, no PKCS#11 call fails" \
             "$(grep -o '^children=.*' "$name.out") $parent$(failed_calls "$name.log")" \
             "^children=50 failed=0 timed_out=[0-9]+ parent works$"
