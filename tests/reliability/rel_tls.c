@@ -668,6 +668,20 @@ static const char *child_exit_how(int idx)
 
 static volatile int busy_stop;
 
+/* A hung child is looked at before it is killed: $REL_TLS_ON_HANG PID (e.g. a script
+ * that saves gdb's backtraces of it), so a test can say where it hung. */
+static void on_hang(pid_t pid)
+{
+    const char *cmd = getenv("REL_TLS_ON_HANG");
+    char line[4096];
+
+    if (cmd == NULL || *cmd == '\0' ||
+        snprintf(line, sizeof(line), "%s %d", cmd, (int) pid) >= (int) sizeof(line))
+        return;
+    if (system(line) != 0)
+        fprintf(stderr, "rel-tls: %s failed\n", line);
+}
+
 /* Waits for child i until deadline (then kills it); 1 if it failed or hung. */
 static int wait_child(pid_t *pids, int i, time_t deadline)
 {
@@ -676,6 +690,7 @@ static int wait_child(pid_t *pids, int i, time_t deadline)
     while (waitpid(pids[i], &status, WNOHANG) == 0) {
         if (time(NULL) >= deadline) {
             fprintf(stderr, "rel-tls: child %d hung (deadlock?): killed\n", i);
+            on_hang(pids[i]);
             kill(pids[i], SIGKILL);
             waitpid(pids[i], &status, 0);
             pids[i] = 0;
@@ -766,6 +781,7 @@ static int mode_fork(int *child_rc)
     for (int i = 0; i < nchildren; i++) {
         if (pids[i] > 0) {
             timed_out++;
+            on_hang(pids[i]);
             kill(pids[i], SIGKILL);
             waitpid(pids[i], &status, 0);
         }
