@@ -164,9 +164,10 @@ out("conf/openssl-p11mtls.cnf keys undocumented", psect - doc_params - OPENSSL_K
 
 # ---- environment variables ----
 env = set()
-for f in glob.glob(os.path.join(src, "*", "**", "*.c"), recursive=True):
+# Every "P11MTLS_..." string literal of the code: getenv("P11MTLS_X") or a macro for it.
+for f in glob.glob(os.path.join(src, "*", "**", "*.[ch]"), recursive=True):
     if os.sep + "tests" + os.sep not in f:
-        env |= set(re.findall(r'getenv\("(P11MTLS_\w+)"\)', read(f)))
+        env |= set(re.findall(r'"(P11MTLS_[A-Z0-9_]+)"', read(f)))
 pages = [read(p) for p in glob.glob(os.path.join(build, "man", "*.scd"))]
 count("environment variables", len(env))
 out("environment variables undocumented",
