@@ -54,8 +54,9 @@ static void main_usage(FILE *out)
         "\n"
         "Environment: P11MTLS_PROVIDER (provider path, default %s),\n"
         "  P11MTLS_PRELOAD (preload library, default %s),\n"
-        "  P11MTLS_CONF (configuration of the preload library), P11MTLS_DEBUG (core\n"
-        "  debug log: \"1\", \"2\" or \"2,file:/path\").\n"
+        "  P11MTLS_CONF (configuration of the preload library, default\n"
+        "  %s), P11MTLS_DEBUG (core debug log: \"1\", \"2\" or\n"
+        "  \"2,file:/path\").\n"
         "\n"
         "Exit status:\n"
         "  0    success\n"
@@ -63,7 +64,20 @@ static void main_usage(FILE *out)
         "  2    usage error: a bad command, option or argument (the message names it)\n"
         "  3    doctor: at least one check failed\n"
         "  127  run: the command could not be executed\n",
-        P11M_DEFAULT_MODULE, P11M_PROVIDER_PATH, P11M_PRELOAD_PATH);
+        P11M_DEFAULT_MODULE, P11M_PROVIDER_PATH, P11M_PRELOAD_PATH, P11M_CONF_PATH);
+}
+
+/* The version and the paths this build was configured with (see the top meson.build). */
+static void main_version(void)
+{
+    printf("p11mtls %s\n"
+           "prefix:         %s\n"
+           "provider:       %s\n"
+           "preload:        %s\n"
+           "configuration:  %s\n"
+           "pkcs11-module:  %s\n",
+           P11M_VERSION, P11M_PREFIX, P11M_PROVIDER_PATH, P11M_PRELOAD_PATH,
+           P11M_CONF_PATH, P11M_DEFAULT_MODULE);
 }
 
 int main(int argc, char **argv)
@@ -78,7 +92,7 @@ int main(int argc, char **argv)
         return TOOL_EXIT_OK;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("p11mtls %s\n", P11M_VERSION);
+        main_version();
         return TOOL_EXIT_OK;
     }
     tool_core_errors(0);

@@ -5,7 +5,7 @@ source "$(dirname "$0")/common.sh"
 fx_workdir provider-conf
 fx_token && fx_ca || bail_out "fixtures could not be built"
 plan 6
-conf="$P11M_SRCDIR/conf"
+conf="$P11M_BUILDDIR/conf" # the examples with this build's paths
 
 sed -e "s|^module = .*|module = $P11M_PROVIDER|" -e "s|^pin-source = .*|pin-source = file:$FX_PIN_FILE|" \
     "$conf/openssl-p11mtls.cnf" >openssl.cnf

@@ -144,11 +144,11 @@ static void test_example(void)
 /* The example users copy must load as it is. */
 static void test_shipped_example(void)
 {
-    const char *src = getenv("P11M_SRCDIR");
+    const char *build = getenv("P11M_BUILDDIR"); /* conf/ with this build's paths */
     char path[512];
     struct shim_conf *c;
 
-    snprintf(path, sizeof(path), "%s/conf/p11mtls.conf", src != NULL ? src : ".");
+    snprintf(path, sizeof(path), "%s/conf/p11mtls.conf", build != NULL ? build : ".");
     c = shim_conf_load(path, true);
     show_errors(c);
     tap_ok(c && c->enabled && c->nerrors == 0 && c->nids == 1 && c->nrules == 2 &&
