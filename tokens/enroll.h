@@ -6,9 +6,10 @@
 #ifndef P11MTLS_ENROLL_H
 #define P11MTLS_ENROLL_H
 
+#include "p11m_config.h"
 #include "tool.h"
 
-#define ENROLL_STATE_DIR "/var/lib/p11mtls"
+#define ENROLL_STATE_DIR P11M_STATEDIR /* LOCALSTATEDIR/lib/p11mtls of this build */
 
 /* Replaces DIR/IDENTITY.last with text plus "time=<epoch>" (atomically). 1 on success. */
 int enroll_state_write(const char *dir, const char *identity, const char *text);

@@ -15,7 +15,7 @@ if dpkg-query -W -f='${db:Status-Abbrev}' p11mtls 2>/dev/null | grep -q '^.[^n]'
     bail_out "p11mtls is installed already: the test would remove it (dpkg -P p11mtls first)"
 fi
 export DEBIAN_FRONTEND=noninteractive
-plan 22
+plan 23
 
 # apt and dpkg may be busy (another apt run): retry on the lock only.
 apt_get() {
@@ -128,6 +128,7 @@ apt_get purge p11mtls
 trap fx_cleanup EXIT
 is "apt-get purge p11mtls: dpkg -L lists nothing" "$(dpkg -L p11mtls 2>/dev/null)" ""
 check_not "... /etc/p11mtls is gone" test -e /etc/p11mtls
+check_not "... /var/lib/p11mtls is gone" test -e /var/lib/p11mtls
 left=
 while read -r f; do
     [ -d "$f" ] || [ ! -e "$f" ] || left+="$f "
