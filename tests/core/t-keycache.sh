@@ -4,4 +4,4 @@
 source "$P11M_SRCDIR/tests/fixtures/lib.sh"
 fx_workdir core-keycache
 fx_token || bail_out "token fixture could not be built"
-exec "$P11M_BUILDDIR/tests/core/tkeycache" "$FX_PIN_FILE" "$WORK/token" "$WORK/core.log"
+exec "$P11M_BUILDDIR/tests/core/tkeycache" "file:$FX_PIN_FILE" "$WORK/token" "$WORK/core.log"

@@ -2,7 +2,7 @@
  * tkeycache.c - session copies of private keys (provider/p11/keycache.c), against the
  * fixture's SoftHSM2 token through p11-kit's proxy.
  *
- *   tkeycache PINFILE TOKENDIR LOGFILE
+ *   tkeycache PIN-SOURCE TOKENDIR LOGFILE
  *
  * What the token holds is counted from outside the core's cache: session objects found
  * with C_FindObjects (CKA_TOKEN = false), their attributes read back. Which handle each
@@ -327,7 +327,7 @@ int main(int argc, char **argv)
     pid_t pid;
 
     if (argc != 4) {
-        fprintf(stderr, "usage: tkeycache PINFILE TOKENDIR LOGFILE\n");
+        fprintf(stderr, "usage: tkeycache PIN-SOURCE TOKENDIR LOGFILE\n");
         return 2;
     }
     li.pin_source = argv[1];

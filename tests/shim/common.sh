@@ -84,6 +84,7 @@ sh_client() {
     SH_OUT=$WORK/out.${name//[^A-Za-z0-9._-]/_}
     SH_RC=0
     "$@" >"$SH_OUT" 2>&1 || SH_RC=$?
+    fx_drop_foreign_noise "$SH_OUT"
     if [ "$SH_RC" -gt 128 ]; then
         fail "$name: no crash" "killed by signal $((SH_RC - 128)): $*" "$(tail -n 20 "$SH_OUT")"
     fi

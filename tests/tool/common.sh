@@ -42,6 +42,7 @@ rc_is() {
     local desc=$1 want=$2 rc=0
     shift 2
     "$@" </dev/null >"$WORK/last.out" 2>&1 || rc=$?
+    fx_drop_foreign_noise "$WORK/last.out"
     if [ "$rc" -eq "$want" ]; then
         ok "$desc"
     else
