@@ -46,7 +46,8 @@ void p11m_token_check_fork(P11M_TOKEN *tok);
 /* Makes sure the entry still points at its token (same label and serial), finding it in
  * another slot if it moved. CKR_OK, or CKR_TOKEN_NOT_PRESENT. */
 CK_RV p11m_token_revalidate(P11M_TOKEN *tok);
-/* Marks the token gone: pool and login forgotten, object handles stale. */
+/* Marks the token gone: idle sessions closed, login forgotten, object handles stale.
+ * Caller is inside the module (p11m_module_enter). */
 void p11m_token_mark_absent(P11M_TOKEN *tok);
 unsigned p11m_token_epoch(P11M_TOKEN *tok);
 /* Whether rv says the session (or the whole token) is no longer usable. */

@@ -25,9 +25,10 @@ CK_RV p11m_session_get(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
                    sess);
     if (rv == CKR_OK)
         return CKR_OK;
+    if (p11m_rv_token_gone(rv))
+        p11m_token_mark_absent(tok);
     p11m_module_leave(tok->mod);
     if (p11m_rv_token_gone(rv)) {
-        p11m_token_mark_absent(tok);
         p11m_raise(P11M_R_TOKEN_ABSENT, "token in slot %lu of %s is not present (%s)",
                    tok->slot, tok->mod->path, p11m_ckr_name(rv));
     } else {
@@ -39,6 +40,7 @@ CK_RV p11m_session_get(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
 void p11m_session_put(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, CK_RV last_rv)
 {
     if (p11m_rv_token_gone(last_rv)) {
+        P11M_CALL(tok->mod, C_CloseSession, sess); /* frees the module's state */
         p11m_token_mark_absent(tok);
         p11m_module_leave(tok->mod);
         return;

@@ -166,12 +166,25 @@ CK_RV p11m_token_revalidate(P11M_TOKEN *tok)
 
 void p11m_token_mark_absent(P11M_TOKEN *tok)
 {
+    CK_SESSION_HANDLE idle[P11M_POOL_MAX];
+    size_t n = 0;
+
     pthread_mutex_lock(&tok->lock);
     if (!tok->absent)
         p11m_log(1, "token in slot %lu of %s went away", tok->slot, tok->mod->path);
     tok->absent = 1;
+    /* The module keeps a session until it is closed or the module finalised, which
+     * p11mtls never does to a module that other code initialised. Only handles of the
+     * module's current initialisation are closed: after a re-initialisation their
+     * numbers may name new sessions. */
+    if (tok->mod_epoch == __atomic_load_n(&tok->mod->epoch, __ATOMIC_ACQUIRE)) {
+        n = tok->n_idle;
+        memcpy(idle, tok->idle, n * sizeof(idle[0]));
+    }
     token_reset_locked(tok);
     pthread_mutex_unlock(&tok->lock);
+    for (size_t i = 0; i < n; i++)
+        P11M_CALL(tok->mod, C_CloseSession, idle[i]);
 }
 
 unsigned p11m_token_epoch(P11M_TOKEN *tok)
@@ -380,13 +393,11 @@ CK_RV p11m_token_refresh_info(P11M_TOKEN *tok)
     if (!p11m_module_enter(tok->mod))
         return P11M_CKR_RAISED;
     rv = P11M_CALL(tok->mod, C_GetTokenInfo, tok->slot, &info);
+    if (rv != CKR_OK && p11m_rv_token_gone(rv))
+        p11m_token_mark_absent(tok);
     p11m_module_leave(tok->mod);
-
-    if (rv != CKR_OK) {
-        if (p11m_rv_token_gone(rv))
-            p11m_token_mark_absent(tok);
+    if (rv != CKR_OK)
         return rv;
-    }
     pthread_mutex_lock(&tok->lock);
     tok->info = info;
     pthread_mutex_unlock(&tok->lock);
