@@ -114,6 +114,19 @@ static CK_RV cert_create(P11M_TOKEN *tok, CK_SESSION_HANDLE s, const struct cert
     return p11m_object_create(tok, s, t, sizeof(t) / sizeof(t[0]), &h);
 }
 
+CK_RV cert_create_x509(P11M_TOKEN *tok, CK_SESSION_HANDLE s, X509 *x, const char *label,
+                       const unsigned char *id, size_t idlen, CK_ULONG category)
+{
+    struct cert_der d;
+    CK_RV rv;
+
+    if (!cert_der_get(x, &d))
+        return CKR_GENERAL_ERROR;
+    rv = cert_create(tok, s, &d, label, id, idlen, category);
+    cert_der_free(&d);
+    return rv;
+}
+
 /*
  * What is stored for the key's CKA_ID already: 0 nothing (or removed with --force),
  * 1 this very certificate, -1 a different one kept (error printed) or an error.

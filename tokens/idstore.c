@@ -190,46 +190,10 @@ static long ids_handles(struct ids *ids, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cl
     return (long) n;
 }
 
-static CK_RV ids_create_cert(struct ids *ids, CK_SESSION_HANDLE s, X509 *x,
-                             const char *label, const unsigned char *id, size_t idlen,
-                             CK_ULONG category)
-{
-    static CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
-    CK_CERTIFICATE_TYPE ctype = CKC_X_509;
-    unsigned char *val = NULL, *subj = NULL, *iss = NULL, *ser = NULL;
-    int lv = i2d_X509(x, &val), ls = i2d_X509_NAME(X509_get_subject_name(x), &subj);
-    int li = i2d_X509_NAME(X509_get_issuer_name(x), &iss);
-    int lr = i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &ser);
-    CK_OBJECT_HANDLE h;
-    CK_ATTRIBUTE t[] = {
-        {CKA_CLASS, &cls, sizeof(cls)},
-        {CKA_CERTIFICATE_TYPE, &ctype, sizeof(ctype)},
-        {CKA_TOKEN, &yes, 1},
-        {CKA_PRIVATE, &no, 1},
-        {CKA_LABEL, (void *) label, strlen(label)},
-        {CKA_ID, (void *) id, idlen},
-        {CKA_SUBJECT, subj, (CK_ULONG) ls},
-        {CKA_ISSUER, iss, (CK_ULONG) li},
-        {CKA_SERIAL_NUMBER, ser, (CK_ULONG) lr},
-        {CKA_VALUE, val, (CK_ULONG) lv},
-        {CKA_CERTIFICATE_CATEGORY, &category, sizeof(category)},
-    };
-    CK_RV rv = CKR_HOST_MEMORY;
-
-    if (lv > 0 && ls > 0 && li > 0 && lr > 0)
-        rv = p11m_object_create(ids->tok, s, t, sizeof(t) / sizeof(t[0]), &h);
-    OPENSSL_free(val);
-    OPENSSL_free(subj);
-    OPENSSL_free(iss);
-    OPENSSL_free(ser);
-    return rv;
-}
-
 int ids_store_cert(struct ids *ids, CK_SESSION_HANDLE s, X509 *x, const char *label,
                    const unsigned char *id, size_t idlen)
 {
-    CK_RV rv = ids_create_cert(ids, s, x, label, id, idlen, 1);
+    CK_RV rv = cert_create_x509(ids->tok, s, x, label, id, idlen, 1);
 
     if (rv != CKR_OK)
         tool_err("storing the certificate: C_CreateObject: %s", p11m_ckr_name(rv));
@@ -252,7 +216,7 @@ int ids_store_chain(struct ids *ids, CK_SESSION_HANDLE s, STACK_OF(X509) * chain
         if (have)
             continue;
         snprintf(label, sizeof(label), "%s-ca%d", ids->label, next++);
-        if ((rv = ids_create_cert(ids, s, x, label, NULL, 0, 2)) != CKR_OK) {
+        if ((rv = cert_create_x509(ids->tok, s, x, label, NULL, 0, 2)) != CKR_OK) {
             tool_err("storing a CA certificate: C_CreateObject: %s", p11m_ckr_name(rv));
             return 0;
         }
@@ -262,36 +226,16 @@ int ids_store_chain(struct ids *ids, CK_SESSION_HANDLE s, STACK_OF(X509) * chain
     return 1;
 }
 
-struct ids_keytype {
-    const char *name;
-    CK_MECHANISM_TYPE mech;
-    CK_ULONG bits;
-    int nid;
-};
-
-static const struct ids_keytype ids_keytypes[] = {
-    {"ec:P-256", CKM_EC_KEY_PAIR_GEN, 0, NID_X9_62_prime256v1},
-    {"ec:P-384", CKM_EC_KEY_PAIR_GEN, 0, NID_secp384r1},
-    {"rsa:2048", CKM_RSA_PKCS_KEY_PAIR_GEN, 2048, 0},
-    {"rsa:3072", CKM_RSA_PKCS_KEY_PAIR_GEN, 3072, 0},
-};
-
 int ids_generate(struct ids *ids, CK_SESSION_HANDLE s, const char *type,
                  const char *label, unsigned char *id, size_t *idlen)
 {
-    static CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    static CK_BYTE exponent[] = {1, 0, 1};
-    const struct ids_keytype *kt = NULL;
-    unsigned char params[32], *p = params;
-    CK_OBJECT_HANDLE pub, priv;
-    CK_ULONG bits, npub;
-    CK_MECHANISM mech;
-    CK_RV rv;
+    /* What a CMP CA takes with OpenSSL 3.0's client (no Ed25519, no RSA-PSS keys). */
+    static const char *const types[] = {"ec:P-256", "ec:P-384", "rsa:2048", "rsa:3072"};
+    size_t i = 0;
 
-    for (size_t i = 0; i < sizeof(ids_keytypes) / sizeof(ids_keytypes[0]); i++)
-        if (strcmp(type, ids_keytypes[i].name) == 0)
-            kt = &ids_keytypes[i];
-    if (kt == NULL) {
+    while (i < sizeof(types) / sizeof(types[0]) && strcmp(type, types[i]) != 0)
+        i++;
+    if (i == sizeof(types) / sizeof(types[0])) {
         tool_err("--type: '%s' is not ec:P-256, ec:P-384, rsa:2048 or rsa:3072", type);
         return 0;
     }
@@ -300,43 +244,7 @@ int ids_generate(struct ids *ids, CK_SESSION_HANDLE s, const char *type,
         tool_ossl_err("no random bytes for the key id");
         return 0;
     }
-    bits = kt->bits;
-    mech = (CK_MECHANISM){kt->mech, NULL, 0};
-    {
-        CK_ATTRIBUTE pubt[] = {
-            {CKA_TOKEN, &yes, 1},
-            {CKA_PRIVATE, &no, 1},
-            {CKA_VERIFY, &yes, 1},
-            {CKA_ENCRYPT, &no, 1},
-            {CKA_WRAP, &no, 1},
-            {CKA_ID, id, *idlen},
-            {CKA_LABEL, (void *) label, strlen(label)},
-            {CKA_MODULUS_BITS, &bits, sizeof(bits)},
-            {CKA_PUBLIC_EXPONENT, exponent, sizeof(exponent)},
-        };
-        CK_ATTRIBUTE privt[] = {
-            {CKA_TOKEN, &yes, 1},     {CKA_PRIVATE, &yes, 1},
-            {CKA_SENSITIVE, &yes, 1}, {CKA_EXTRACTABLE, &no, 1},
-            {CKA_SIGN, &yes, 1},      {CKA_DERIVE, &no, 1},
-            {CKA_DECRYPT, &no, 1},    {CKA_UNWRAP, &no, 1},
-            {CKA_ID, id, *idlen},     {CKA_LABEL, (void *) label, strlen(label)},
-        };
-
-        npub = sizeof(pubt) / sizeof(pubt[0]);
-        if (kt->nid != 0) {
-            int n = i2d_ASN1_OBJECT(OBJ_nid2obj(kt->nid), &p);
-
-            if (n <= 0)
-                return 0;
-            pubt[npub - 2] = (CK_ATTRIBUTE){CKA_EC_PARAMS, params, (CK_ULONG) n};
-            npub--;
-        }
-        rv = p11m_keypair_generate(ids->tok, s, &mech, pubt, npub, privt,
-                                   sizeof(privt) / sizeof(privt[0]), &pub, &priv);
-    }
-    if (rv != CKR_OK)
-        tool_err("generating the %s key: C_GenerateKeyPair: %s", type, p11m_ckr_name(rv));
-    return rv == CKR_OK;
+    return key_generate_pair(ids->tok, s, type, label, id, *idlen);
 }
 
 int ids_destroy(struct ids *ids, CK_SESSION_HANDLE s, CK_OBJECT_CLASS cls,

@@ -253,6 +253,30 @@ static int key_generate_retry(P11M_TOKEN *tok, CK_SESSION_HANDLE s, struct gen *
     return rv == CKR_OK;
 }
 
+int key_generate_pair(P11M_TOKEN *tok, CK_SESSION_HANDLE s, const char *type,
+                      const char *label, const unsigned char *id, size_t idlen)
+{
+    struct gen g;
+
+    memset(&g, 0, sizeof(g));
+    if ((g.kt = key_type(type)) == NULL) {
+        tool_err("unknown key type '%s'", type);
+        return 0;
+    }
+    if (strlen(label) >= sizeof(g.label) || idlen > sizeof(g.id)) {
+        tool_err("key label or id too long");
+        return 0;
+    }
+    strcpy(g.label, label);
+    memcpy(g.id, id, idlen);
+    g.idlen = idlen;
+    if (g.kt->ktype != CKK_RSA && !key_params_oid(&g)) {
+        tool_err("cannot encode the curve parameters");
+        return 0;
+    }
+    return key_generate_retry(tok, s, &g);
+}
+
 static int key_do_generate(const struct gen_opts *o)
 {
     P11KitUri *uri = tool_uri(CMD, "--uri", o->uri);

@@ -41,6 +41,21 @@ int status_main(int argc, char **argv);
 /* "/A=b/C=d" into a name (csr.c); NULL with a usage message when it is not one. */
 X509_NAME *csr_parse_subject(const char *s);
 
+/* ---- token writes shared by the commands ---- */
+
+/*
+ * A key pair of type ("ec:P-256", "rsa:2048", ... as for key generate) generated on the
+ * token in the logged-in RW session s, labelled label with CKA_ID id: sign-only where
+ * the token allows it, else with the usage a TPM chooses itself (warned). 1, or 0 with
+ * the error printed (key.c).
+ */
+int key_generate_pair(P11M_TOKEN *tok, CK_SESSION_HANDLE s, const char *type,
+                      const char *label, const unsigned char *id, size_t idlen);
+/* The certificate object for x: label, CKA_ID id (idlen 0: none), category 1 (token
+ * user) or 2 (authority) (cert.c). */
+CK_RV cert_create_x509(P11M_TOKEN *tok, CK_SESSION_HANDLE s, X509 *x, const char *label,
+                       const unsigned char *id, size_t idlen, CK_ULONG category);
+
 /* ---- messages (tool.c) ---- */
 
 /* "p11mtls: <message>" on stderr. */
