@@ -85,8 +85,16 @@ sample() { # PID TAG: time rss_kB fds sessions-open (from the log)
     p=$(real_pid "$1")
     echo "$(date +%s) $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null) \
 $(find "/proc/$p/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l) \
-$(($(rel_count "\\[$p\\]: C_OpenSession\\(.*= CKR_OK" "$log") - $(rel_count "\\[$p\\]: C_CloseSession\\(.*= CKR_OK" "$log")))" \
-        >>"$2.samples"
+$(sessions_open "$p" "$log")" >>"$2.samples"
+}
+# Sessions PID has open by its LOG: opened minus closed since its last C_Finalize
+# (which closes every session of the module).
+sessions_open() {
+    awk -v p="[$1]:" 'index($0, p) == 0 { next }
+        /C_Finalize\(.*= CKR_OK/ { n = 0 }
+        /C_OpenSession\(.*= CKR_OK/ { n++ }
+        /C_CloseSession\(/ { n-- } # whatever it answers, the handle is gone
+        END { print n + 0 }' "$2"
 }
 
 # the clock starts once both long-lived clients have made a request (bounded wait)
