@@ -126,6 +126,26 @@ for mode in "" continue; do
         '^0 127.0.0.1 "GET / HTTP/1.1" 200 TLSv1.3 verify=SUCCESS dn="UID=soft-client,CN=soft-client"$'
 done
 
+# -- the program loads its own certificate after its credentials are in use (the shim's
+# callback is installed by then): GnuTLS gets it back, whether or not a rule applies
+late() { # CONF: two connections, the certificate loaded during the first
+    printf 'get /\nget /\n' |
+        SH_CONF=$1 sh_shim "$GC" -c "$FX_CA_ROOT" -C "$FX_SOFT_CLIENT_CERT" \
+            -K "$FX_SOFT_CLIENT_KEY" localhost "$NON"
+}
+SOFT="ok verify=SUCCESS dn=UID=soft-client,CN=soft-client"
+sh_token_conf "$WORK/shim.conf" p256 localhost
+sh_log_new >/dev/null
+sh_client late-rule late "$WORK/shim.conf"
+is "late own certificate, a rule for the server: the program's certificate is sent" \
+    "$(grep -v 'p11mtls\[' "$SH_OUT" | sort -u)" "$SOFT"
+like "...and the shim says it was not involved" "$(sh_log_new)" \
+    "dest=localhost:$NON \(sni\) TLSv1.3: the program set its own certificate; p11mtls not involved"
+bad_conf continue
+sh_client late-badconf late "$WORK/bad.conf"
+is "late own certificate, a configuration the shim ignores: the program's certificate is sent" \
+    "$(grep -v 'p11mtls\[' "$SH_OUT" | sort -u)" "$SOFT"
+
 # -- reload in a long-running GnuTLS program
 SH_MAIN_EXTRA="reload_interval = 1" sh_token_conf "$WORK/shim.conf" p256 localhost
 sh_log_new >/dev/null

@@ -6,7 +6,10 @@
  * stdin and makes a new connection for each, so a test can change the token between
  * two handshakes of the same process.
  *
- * Usage: gnutls-client -c CAFILE [-p PRIORITY] HOST PORT
+ * Usage: gnutls-client -c CAFILE [-p PRIORITY] [-C CERT -K KEY] HOST PORT
+ * -C/-K: the program's own certificate, loaded into the shared credentials only after
+ * the first session took them (gnutls_credentials_set), as programs that set up their
+ * credentials lazily do.
  * Commands, one per line:
  *   get PATH          one connection: GET PATH
  *   threads N PATH    N connections at once, one per thread (N <= 16)
@@ -16,6 +19,7 @@
  */
 #include <netdb.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +32,10 @@
 #define MAX_THREADS  16
 #define LINE_MAX_LEN 512
 
-static const char *host, *port, *priority;
+static const char *host, *port, *priority, *late_cert, *late_key;
 static gnutls_certificate_credentials_t cred;
+static pthread_mutex_t late_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool late_loaded;
 
 struct conn_job {
     const char *path;
@@ -96,6 +102,22 @@ static int exchange(gnutls_session_t s, const char *path, char *out, size_t outl
     return 0;
 }
 
+/* The program's own certificate, after its credentials are in use. */
+static int late_load(void)
+{
+    int rc = 0;
+
+    if (late_cert == NULL)
+        return 0;
+    pthread_mutex_lock(&late_lock);
+    if (!late_loaded)
+        rc = gnutls_certificate_set_x509_key_file(cred, late_cert, late_key,
+                                                  GNUTLS_X509_FMT_PEM);
+    late_loaded = late_loaded || rc >= 0;
+    pthread_mutex_unlock(&late_lock);
+    return rc < 0 ? rc : 0;
+}
+
 static void one_connection(const char *path, char *out, size_t outlen)
 {
     gnutls_session_t s;
@@ -114,6 +136,7 @@ static void one_connection(const char *path, char *out, size_t outlen)
     if ((priority != NULL ? gnutls_priority_set_direct(s, priority, &err)
                           : gnutls_set_default_priority(s)) != 0 ||
         gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cred) != 0 ||
+        late_load() != 0 ||
         gnutls_server_name_set(s, GNUTLS_NAME_DNS, host, strlen(host)) != 0) {
         snprintf(out, outlen, "error session setup%s%s", err ? ": " : "", err ? err : "");
     } else {
@@ -197,16 +220,22 @@ int main(int argc, char **argv)
     char line[LINE_MAX_LEN];
     int opt;
 
-    while ((opt = getopt(argc, argv, "c:p:")) != -1) {
+    while ((opt = getopt(argc, argv, "c:p:C:K:")) != -1) {
         if (opt == 'c')
             cafile = optarg;
         else if (opt == 'p')
             priority = optarg;
+        else if (opt == 'C')
+            late_cert = optarg;
+        else if (opt == 'K')
+            late_key = optarg;
         else
             return 2;
     }
-    if (cafile == NULL || argc - optind != 2) {
-        fprintf(stderr, "usage: gnutls-client -c CAFILE [-p PRIORITY] HOST PORT\n");
+    if (cafile == NULL || argc - optind != 2 ||
+        (late_cert == NULL) != (late_key == NULL)) {
+        fprintf(stderr, "usage: gnutls-client -c CAFILE [-p PRIORITY] [-C CERT -K KEY] "
+                        "HOST PORT\n");
         return 2;
     }
     host = argv[optind];
