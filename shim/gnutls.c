@@ -282,6 +282,7 @@ static int gt_sign_data(gnutls_privkey_t key, gnutls_sign_algorithm_t algo,
     EVP_PKEY_CTX *pctx = NULL;
     struct gt_scheme sc;
     size_t len = 0;
+    int saved = errno;
     bool ok;
 
     (void) key, (void) flags;
@@ -298,6 +299,7 @@ static int gt_sign_data(gnutls_privkey_t key, gnutls_sign_algorithm_t algo,
          shim_fn.EVP_DigestSign(md, sig->data, &len, data->data, data->size) > 0;
     shim_fn.EVP_MD_CTX_free(md);
     shim_fn.ERR_pop_to_mark();
+    errno = saved; /* the token's file and socket calls are not the program's */
     if (!ok) {
         gt_sig_free(sig);
         return GNUTLS_E_PK_SIGN_FAILED;
@@ -316,6 +318,7 @@ static int gt_sign_hash(gnutls_privkey_t key, gnutls_sign_algorithm_t algo,
     EVP_MD *md = NULL;
     struct gt_scheme sc;
     size_t len = 0;
+    int saved = errno;
     bool ok;
 
     (void) key;
@@ -337,6 +340,7 @@ static int gt_sign_hash(gnutls_privkey_t key, gnutls_sign_algorithm_t algo,
     shim_fn.EVP_MD_free(md);
     shim_fn.EVP_PKEY_CTX_free(pctx);
     shim_fn.ERR_pop_to_mark();
+    errno = saved;
     if (!ok) {
         gt_sig_free(sig);
         return GNUTLS_E_PK_SIGN_FAILED;
@@ -651,10 +655,14 @@ static int gt_retrieve(gnutls_session_t session, const struct gnutls_cert_retr_s
     /* Fail-closed mode refuses every client handshake that reaches a CertificateRequest,
      * whatever the program would send (as for OpenSSL programs): nothing is asked of
      * its callback, so nothing it returns needs freeing. */
-    if (client && !gt_busy && (c = gt_conf()) != NULL && c->abort_all) {
-        shim_decide_fail_closed();
+    if (client && !gt_busy) {
+        c = gt_conf();
         errno = saved;
-        return GNUTLS_E_CERTIFICATE_ERROR;
+        if (c != NULL && c->abort_all) {
+            shim_decide_fail_closed();
+            errno = saved;
+            return GNUTLS_E_CERTIFICATE_ERROR;
+        }
     }
     /* The program's own callback comes first; what it returns is what is sent. */
     if (prog3 != NULL)
@@ -662,6 +670,7 @@ static int gt_retrieve(gnutls_session_t session, const struct gnutls_cert_retr_s
     else if (prog2 != NULL)
         rc = prog2(session, info->req_ca_rdn, (int) info->nreqs, info->pk_algos,
                    (int) info->pk_algos_length, pcerts, npcerts, key);
+    saved = errno; /* the program's, from here on */
     if (rc < 0)
         return rc;
     /* A server sharing the credentials, no configuration (or no OpenSSL to read it), or
