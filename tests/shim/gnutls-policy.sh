@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2317 # the helpers run through sh_client and refused
 # GnuTLS programs under the shim's process-wide policy:
 #  - fail-closed mode (a configuration error and on_config_error = abort): a handshake
 #    that reaches a CertificateRequest fails, whatever the program would send (nothing,
@@ -79,7 +80,7 @@ refused() {
         ok "$name: refused (exit $SH_RC), server saw nothing"
     fi
 }
-server_said() { tail -n 2 "$WORK/on/access.log" 2>/dev/null; cat "$WORK/sserv.err" 2>/dev/null | tail -n 3; }
+server_said() { tail -n 2 "$WORK/on/access.log" "$WORK/sserv.err" 2>/dev/null; }
 NON_BEFORE=0
 nginx_saw_nothing() { [ "$(access_lines on)" = "$NON_BEFORE" ]; }
 sserv_saw_no_cert() { [ "$(fx_s_server_peer sserv)" = none ]; }
