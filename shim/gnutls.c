@@ -673,9 +673,8 @@ static int gt_retrieve(gnutls_session_t session, const struct gnutls_cert_retr_s
     saved = errno; /* the program's, from here on */
     if (rc < 0)
         return rc;
-    /* A server sharing the credentials, no configuration (or no OpenSSL to read it), or
-     * the shim's own work: as without the shim, certificates the program loaded included
-     */
+    /* A server sharing the credentials, no configuration (or no OpenSSL to read it) or
+     * the shim's own work: as without the shim, the program's loaded certificates too */
     if (!client || c == NULL || gt_busy) {
         if (prog2 == NULL && prog3 == NULL)
             gt_program_owns(&conn);
