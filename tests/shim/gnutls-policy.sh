@@ -158,7 +158,7 @@ exec {gcin}>"$WORK/gc.in"
 # by a number of checks; a client that died or hangs fails the assertions after it).
 gc_run() {
     echo "$1" >&"$gcin"
-    for ((i = 0; i < 300; i++)); do
+    for ((i = 0; i < 600; i++)); do
         [ "$(grep -c . "$WORK/gc.out")" -ge "$2" ] && return 0
         kill -0 "$gc" 2>/dev/null || return 1
         sleep 0.05
