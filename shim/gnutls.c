@@ -282,6 +282,7 @@ static int gt_sign_data(gnutls_privkey_t key, gnutls_sign_algorithm_t algo,
     EVP_PKEY_CTX *pctx = NULL;
     struct gt_scheme sc;
     size_t len = 0;
+    int saved = errno;
     bool ok;
 
     (void) key, (void) flags;
@@ -298,6 +299,7 @@ static int gt_sign_data(gnutls_privkey_t key, gnutls_sign_algorithm_t algo,
          shim_fn.EVP_DigestSign(md, sig->data, &len, data->data, data->size) > 0;
     shim_fn.EVP_MD_CTX_free(md);
     shim_fn.ERR_pop_to_mark();
+    errno = saved; /* the token's file and socket calls are not the program's */
     if (!ok) {
         gt_sig_free(sig);
         return GNUTLS_E_PK_SIGN_FAILED;
@@ -316,6 +318,7 @@ static int gt_sign_hash(gnutls_privkey_t key, gnutls_sign_algorithm_t algo,
     EVP_MD *md = NULL;
     struct gt_scheme sc;
     size_t len = 0;
+    int saved = errno;
     bool ok;
 
     (void) key;
@@ -337,6 +340,7 @@ static int gt_sign_hash(gnutls_privkey_t key, gnutls_sign_algorithm_t algo,
     shim_fn.EVP_MD_free(md);
     shim_fn.EVP_PKEY_CTX_free(pctx);
     shim_fn.ERR_pop_to_mark();
+    errno = saved;
     if (!ok) {
         gt_sig_free(sig);
         return GNUTLS_E_PK_SIGN_FAILED;
@@ -564,21 +568,33 @@ static const char *gt_tls_name(gnutls_session_t s)
     }
 }
 
-/* The configuration, with OpenSSL loaded for it; NULL when the shim stays out. */
+/* The configuration, with OpenSSL loaded for it; NULL when the shim stays out. A
+ * program that uses libssl too finds its error queue as it was (a file that does not
+ * parse leaves errors there). */
 static const struct shim_conf *gt_conf(void)
 {
     const struct shim_conf *c;
 
     if (!shim_ossl_load())
         return NULL;
+    shim_fn.ERR_set_mark();
     c = shim_conf_get();
+    shim_fn.ERR_pop_to_mark();
     return c != NULL && (c->enabled || c->abort_all) ? c : NULL;
 }
 
-/* Decide for a client session; a negative GnuTLS error aborts the handshake. */
-static int gt_decide(struct gt_conn *conn, const struct gt_session *copy)
+/* Fail-closed mode (a broken configuration and on_config_error = abort). */
+static bool gt_fail_closed(void)
 {
     const struct shim_conf *c = gt_conf();
+
+    return c != NULL && c->abort_all;
+}
+
+/* Decide for a client session; a negative GnuTLS error aborts the handshake. */
+static int gt_decide(struct gt_conn *conn, const struct gt_session *copy,
+                     const struct shim_conf *c)
+{
     struct shim_request rq = {
         .conn = conn,
         .program_owns = gt_program_owns,
@@ -587,12 +603,6 @@ static int gt_decide(struct gt_conn *conn, const struct gt_session *copy)
     };
     int fd, rc;
 
-    if (c == NULL)
-        return 0;
-    if (c->abort_all) {
-        shim_decide_fail_closed();
-        return GNUTLS_E_CERTIFICATE_ERROR;
-    }
     rq.tls = gt_tls_name(conn->session);
     rq.tls13 = gt.gnutls_protocol_get_version(conn->session) == GNUTLS_TLS1_3;
     memset(&rq.dest, 0, sizeof(rq.dest));
@@ -616,6 +626,7 @@ static int gt_retrieve(gnutls_session_t session, const struct gnutls_cert_retr_s
     gnutls_certificate_retrieve_function3 *prog3 = NULL;
     struct gt_conn conn = {session, info, pcerts, npcerts, key, flags};
     struct gt_session copy = {.fd = -1};
+    const struct shim_conf *c = NULL;
     const struct gt_cred *cr;
     const struct gt_session *e;
     bool client;
@@ -641,23 +652,39 @@ static int gt_retrieve(gnutls_session_t session, const struct gnutls_cert_retr_s
         copy = *e;
     pthread_mutex_unlock(&gt_lock);
 
+    /* Fail-closed mode refuses every client handshake that reaches a CertificateRequest,
+     * whatever the program would send (as for OpenSSL programs): nothing is asked of
+     * its callback, so nothing it returns needs freeing. */
+    if (client && !gt_busy) {
+        c = gt_conf();
+        errno = saved;
+        if (c != NULL && c->abort_all) {
+            shim_decide_fail_closed();
+            errno = saved;
+            return GNUTLS_E_CERTIFICATE_ERROR;
+        }
+    }
     /* The program's own callback comes first; what it returns is what is sent. */
     if (prog3 != NULL)
         rc = prog3(session, info, pcerts, npcerts, ocsp, nocsp, key, flags);
     else if (prog2 != NULL)
         rc = prog2(session, info->req_ca_rdn, (int) info->nreqs, info->pk_algos,
                    (int) info->pk_algos_length, pcerts, npcerts, key);
-    if (rc < 0 || gt_busy)
+    saved = errno; /* the program's, from here on */
+    if (rc < 0)
         return rc;
-    if (!client) { /* a server sharing the credentials: as without the shim */
+    /* A server sharing the credentials, no configuration (or no OpenSSL to read it) or
+     * the shim's own work: as without the shim, the program's loaded certificates too */
+    if (!client || c == NULL || gt_busy) {
         if (prog2 == NULL && prog3 == NULL)
             gt_program_owns(&conn);
+        errno = saved;
         return rc;
     }
     conn.program_chose = *npcerts > 0;
     gt_busy = 1;
     /* the decision is logged even when the program chose: its result is kept */
-    if (gt_decide(&conn, &copy) < 0 && !conn.program_chose)
+    if (gt_decide(&conn, &copy, c) < 0 && !conn.program_chose)
         rc = GNUTLS_E_CERTIFICATE_ERROR;
     gt_busy = 0;
     errno = saved;
@@ -683,6 +710,21 @@ static void gt_cred_install(struct gt_cred *cr)
     }
     gt.gnutls_certificate_set_retrieve_function3(cr->cred, gt_retrieve);
     cr->installed = true;
+}
+
+/* Fail-closed mode: the shim's callback on credentials the program filled itself, so
+ * that the CertificateRequest fails (the mode lasts for the life of the process). */
+static void gt_cred_refuse(gnutls_certificate_credentials_t cred)
+{
+    struct gt_cred *cr;
+
+    pthread_mutex_lock(&gt_lock);
+    if ((cr = gt_cred_find(cred, false)) != NULL && !cr->installed) {
+        gt.gnutls_certificate_set_retrieve_function3(cred, gt_retrieve);
+        cr->installed = true;
+        cr->prog_legacy = false;
+    }
+    pthread_mutex_unlock(&gt_lock);
 }
 
 /* ---- exported hooks ---- */
@@ -758,8 +800,9 @@ SHIM_EXPORT int gnutls_credentials_set(gnutls_session_t session,
                                        gnutls_credentials_type_t type, void *cred)
 {
     __typeof__(gnutls_credentials_set) *real = GT_REAL(gnutls_credentials_set);
+    bool program_alone = false;
     struct gt_cred *cr;
-    int rc;
+    int rc, saved;
 
     if (real == NULL)
         return GNUTLS_E_INTERNAL_ERROR;
@@ -767,9 +810,17 @@ SHIM_EXPORT int gnutls_credentials_set(gnutls_session_t session,
     if (rc != 0 || type != GNUTLS_CRD_CERTIFICATE || cred == NULL || !gt_ok)
         return rc;
     pthread_mutex_lock(&gt_lock);
-    if (gt_session_find(session) != NULL && (cr = gt_cred_find(cred, true)) != NULL)
+    if (gt_session_find(session) != NULL && (cr = gt_cred_find(cred, true)) != NULL) {
         gt_cred_install(cr);
+        program_alone = cr->prog_legacy;
+    }
     pthread_mutex_unlock(&gt_lock);
+    /* Credentials the program filled itself are left to GnuTLS, unless fail-closed mode
+     * must refuse them too: only for these is the configuration read this early. */
+    saved = errno;
+    if (program_alone && !gt_busy && gt_fail_closed())
+        gt_cred_refuse(cred);
+    errno = saved;
     return rc;
 }
 
