@@ -368,14 +368,9 @@ static struct shim_identity *identity_new(void)
 /* An identity nobody holds any more (or one never handed out). */
 static void identity_free(struct shim_identity *id)
 {
-    size_t live;
-
     if (id == NULL)
         return;
-    live = __atomic_sub_fetch(&identity_live, 1, __ATOMIC_RELAXED);
-    if (id->cert != NULL)
-        shim_log(SHIM_DEBUG, "identity serial %s freed (%zu identities loaded)",
-                 id->serial, live);
+    __atomic_sub_fetch(&identity_live, 1, __ATOMIC_RELAXED);
     identity_release(id);
     free(id);
 }
@@ -389,8 +384,14 @@ void shim_identity_put(const struct shim_identity *id)
 {
     struct shim_identity *mid = (struct shim_identity *) id;
 
-    if (mid != NULL && __atomic_sub_fetch(&mid->refs, 1, __ATOMIC_ACQ_REL) == 0)
-        identity_free(mid);
+    char serial[sizeof(mid->serial)];
+
+    if (mid == NULL || __atomic_sub_fetch(&mid->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    memcpy(serial, mid->serial, sizeof(serial));
+    identity_free(mid);
+    shim_log(SHIM_DEBUG, "replaced identity serial %s freed (%zu identities loaded)",
+             serial, __atomic_load_n(&identity_live, __ATOMIC_RELAXED));
 }
 
 /* Marks the certificate as the shim's (shim_identity_owns). */
