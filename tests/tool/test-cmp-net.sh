@@ -77,7 +77,7 @@ rc_is "renew with HTTP_PROXY (upper case) set" 0 in_env HTTP_PROXY="$FX_PROXY_UR
 is "...goes through the proxy (kur and certConf)" "$(proxied)" $((n + 2))
 is "...which passed the kur on" "$(issued)" "kur 4"
 rc_is "a proxy that is down: fails" 1 in_env \
-    http_proxy="http://user:pr0xy-pw@127.0.0.1:$dead_port" -- renew "$FX_CMP_URL" dev --timeout 5
+    http_proxy="http://user:pr0xy-pw@127.0.0.1:$dead_port" -- renew "$FX_CMP_URL" dev --timeout 2
 out_has "...naming the proxy" "the CA at $FX_CMP_URL is unreachable via the proxy 127.0.0.1:$dead_port"
 check_not "...and never its credentials" grep -q "pr0xy-pw" "$WORK/last.out" "$WORK/state/dev.last"
 is "...nothing stored: one certificate" "$(certs dev)" 1
