@@ -383,7 +383,6 @@ void shim_identity_hold(const struct shim_identity *id)
 void shim_identity_put(const struct shim_identity *id)
 {
     struct shim_identity *mid = (struct shim_identity *) id;
-
     char serial[sizeof(mid->serial)];
 
     if (mid == NULL || __atomic_sub_fetch(&mid->refs, 1, __ATOMIC_ACQ_REL) != 0)
