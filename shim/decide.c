@@ -94,6 +94,7 @@ int shim_decide_request(const struct shim_request *rq, const struct shim_conf *c
     struct decision d = {.rq = rq, .c = c};
     struct shim_verdict v;
     const char *own;
+    int rc;
 
     shim_dest_format(&rq->dest, d.dest, sizeof(d.dest));
     d.source =
@@ -105,7 +106,9 @@ int shim_decide_request(const struct shim_request *rq, const struct shim_conf *c
         return 1;
     }
     shim_decide_dest(rq, c, &rq->dest, NULL, &v);
-    return decide_log(&d, &v);
+    rc = decide_log(&d, &v);
+    shim_identity_put(v.id);
+    return rc;
 }
 
 int shim_decide_fail_closed(void)

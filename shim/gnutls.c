@@ -163,29 +163,22 @@ static struct gt_cred *gt_cred_find(gnutls_certificate_credentials_t cred, bool 
 
 /* ---- the shim's key, as GnuTLS sees it ---- */
 
-static pthread_mutex_t gt_key_lock = PTHREAD_MUTEX_INITIALIZER;
-
 static void gt_prefork(void)
 {
-    pthread_mutex_lock(&gt_key_lock);
     pthread_mutex_lock(&gt_lock);
 }
 
 static void gt_postfork(void)
 {
     pthread_mutex_unlock(&gt_lock);
-    pthread_mutex_unlock(&gt_key_lock);
 }
 
+/* What one CertificateRequest gets: GnuTLS frees it (GNUTLS_CERT_RETR_DEINIT_ALL). */
 struct gt_key {
-    const struct shim_identity *id;
-    gnutls_pcert_st *pcerts;
+    gnutls_pcert_st *pcerts; /* gnutls_malloc'd */
     unsigned npcerts;
-    gnutls_privkey_t key;
-    struct gt_key *next;
+    gnutls_privkey_t key; /* holds a reference to the identity until deinitialised */
 };
-
-static struct gt_key *gt_keys;
 
 static bool gt_key_is(const struct shim_identity *id, const char *type)
 {
@@ -366,14 +359,21 @@ static int gt_key_info(gnutls_privkey_t key, unsigned flags, void *userdata)
     return -1;
 }
 
+/* gnutls_privkey_deinit of the key: GnuTLS is done with the identity. */
+static void gt_key_deinit(gnutls_privkey_t key, void *userdata)
+{
+    (void) key;
+    shim_identity_put(userdata);
+}
+
 static void gt_key_free(struct gt_key *k)
 {
     for (unsigned i = 0; i < k->npcerts; i++)
         gt.gnutls_pcert_deinit(&k->pcerts[i]);
+    if (k->pcerts != NULL)
+        (*gt.free_fn)(k->pcerts);
     if (k->key != NULL)
         gt.gnutls_privkey_deinit(k->key);
-    free(k->pcerts);
-    free(k);
 }
 
 static bool gt_pcert_add(struct gt_key *k, X509 *x)
@@ -390,42 +390,35 @@ static bool gt_pcert_add(struct gt_key *k, X509 *x)
     return ok;
 }
 
-/* The identity's certificate, chain and key for GnuTLS, built once and kept. */
-static struct gt_key *gt_key_build(const struct shim_identity *id)
+/*
+ * The identity's certificate, chain and key for one CertificateRequest. GnuTLS keeps
+ * them as long as the session may need them (a signature later in the handshake, the
+ * certificate it reports) and then frees them; the key's reference to the identity goes
+ * with them (gt_key_deinit), so a replaced identity lives exactly that long.
+ */
+static bool gt_key_build(const struct shim_identity *id, struct gt_key *k)
 {
     int nchain =
         id->chain != NULL ? shim_fn.OPENSSL_sk_num((OPENSSL_STACK *) id->chain) : 0;
-    struct gt_key *k = calloc(1, sizeof(*k));
-    bool ok = k != NULL && nchain >= 0 &&
-              (k->pcerts = calloc((size_t) nchain + 1, sizeof(*k->pcerts))) != NULL &&
+    bool ok = nchain >= 0 &&
+              (k->pcerts = (*gt.malloc_fn)(((size_t) nchain + 1) * sizeof(*k->pcerts))) !=
+                  NULL &&
               gt_pcert_add(k, id->cert);
 
     for (int i = 0; ok && i < nchain; i++)
         ok = gt_pcert_add(k, shim_fn.OPENSSL_sk_value((OPENSSL_STACK *) id->chain, i));
-    ok = ok && gt.gnutls_privkey_init(&k->key) == 0 &&
-         gt.gnutls_privkey_import_ext4(k->key, (void *) id, gt_sign_data, gt_sign_hash,
-                                       NULL, NULL, gt_key_info, 0) == 0;
-    if (!ok && k != NULL) {
+    ok = ok && gt.gnutls_privkey_init(&k->key) == 0;
+    if (ok) {
+        shim_identity_hold(id);
+        if (gt.gnutls_privkey_import_ext4(k->key, (void *) id, gt_sign_data, gt_sign_hash,
+                                          NULL, gt_key_deinit, gt_key_info, 0) != 0) {
+            shim_identity_put(id); /* the key has no deinit function yet */
+            ok = false;
+        }
+    }
+    if (!ok)
         gt_key_free(k);
-        return NULL;
-    }
-    k->id = id;
-    return k;
-}
-
-static const struct gt_key *gt_key_get(const struct shim_identity *id)
-{
-    struct gt_key *k;
-
-    pthread_mutex_lock(&gt_key_lock);
-    for (k = gt_keys; k != NULL && k->id != id; k = k->next)
-        ;
-    if (k == NULL && (k = gt_key_build(id)) != NULL) {
-        k->next = gt_keys;
-        gt_keys = k;
-    }
-    pthread_mutex_unlock(&gt_key_lock);
-    return k;
+    return ok;
 }
 
 /* ---- one CertificateRequest ---- */
@@ -524,7 +517,7 @@ static bool gt_present(void *conn, const struct shim_identity *id, char *why, si
     const struct gnutls_cert_retr_st *info = c->info;
     int pk = gt_key_pk(id);
     bool accepted = info->pk_algos_length == 0;
-    const struct gt_key *k;
+    struct gt_key k = {NULL, 0, NULL};
 
     /* TLS 1.2 servers name the key types they accept; RSA-PSS accepts RSA keys */
     for (unsigned i = 0; i < info->pk_algos_length && !accepted; i++)
@@ -537,15 +530,14 @@ static bool gt_present(void *conn, const struct shim_identity *id, char *why, si
                                          : "such");
         return false;
     }
-    k = gt_key_get(id);
-    if (k == NULL) {
+    if (!gt_key_build(id, &k)) {
         shim_fmt(why, len, "GnuTLS refused the key and certificate");
         return false;
     }
-    *c->pcerts = k->pcerts;
-    *c->npcerts = k->npcerts;
-    *c->key = k->key;
-    *c->flags = 0; /* kept by the shim for the life of the process */
+    *c->pcerts = k.pcerts;
+    *c->npcerts = k.npcerts;
+    *c->key = k.key;
+    *c->flags = GNUTLS_CERT_RETR_DEINIT_ALL;
     return true;
 }
 

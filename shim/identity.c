@@ -16,9 +16,16 @@
  * A renewal puts a new certificate on the token under the same URI (the provider's store
  * hands out the valid one with the latest notAfter first), so a loaded identity is read
  * again every reload_interval seconds (default 60, 0: never), and at once when its
- * certificate is no longer valid. One handshake does that while the others go on with
- * the identity they have; a new one replaces it only when its certificate differs. A
- * replaced identity is kept (never freed): a handshake in another thread may hold it.
+ * certificate is not valid or ends within IDENTITY_END_MARGIN seconds. One handshake
+ * does that while the others go on with the identity they have; a new one replaces it
+ * only when its certificate differs.
+ *
+ * Identities are reference counted: the slot holds one for its current identity, each
+ * shim_identity_get() caller one until its shim_identity_put(). A replaced identity is
+ * freed when the last handshake that got it lets go (libssl keeps its own references to
+ * the key and certificates it was given; the GnuTLS side holds the identity itself while
+ * GnuTLS keeps its key). Certificates the shim loaded carry a mark (X509 ex_data), so
+ * that one still installed on a connection is recognised after its identity is gone.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -32,6 +39,12 @@
 /* A failed load is retried after this long, so a token inserted later is found. */
 #define IDENTITY_RETRY_SECONDS 30
 #define STORE_MAX_OBJECTS      256
+/*
+ * A certificate that ends this soon is read again (at most once a second) so that a
+ * renewed one takes over before it ends: a handshake begun with it must not reach the
+ * server after it expired.
+ */
+#define IDENTITY_END_MARGIN 10
 
 enum slot_state { SLOT_IDLE, SLOT_LOADING, SLOT_READY, SLOT_FAILED };
 
@@ -41,17 +54,18 @@ struct id_slot {
     enum slot_state state;
     time_t failed_at;
     char why[512];
-    struct shim_identity *id;       /* READY: the current one */
-    time_t loaded_at;               /* when id was loaded or last checked */
-    bool reloading;                 /* a thread is reading it again */
-    struct shim_identity **retired; /* replaced ones, see above */
-    size_t nretired;
+    struct shim_identity *id; /* READY: the current one (the slot holds a reference) */
+    time_t loaded_at;         /* when id was loaded or last checked */
+    bool reloading;           /* a thread is reading it again */
 };
 
 static pthread_once_t identity_once = PTHREAD_ONCE_INIT;
 static struct id_slot *slots;
 static size_t nslots;
 static OSSL_LIB_CTX *identity_libctx;
+static int identity_mark_idx = -1; /* X509 ex_data index of the shim's mark */
+static char identity_mark;         /* its value: the address is what counts */
+static size_t identity_live;       /* identities loaded and not freed yet (debug log) */
 
 static pthread_once_t provider_once = PTHREAD_ONCE_INIT;
 static const struct shim_conf *provider_conf;
@@ -114,12 +128,15 @@ static void identity_init(void)
         shim_log(SHIM_ERROR, "cannot prepare the private library context");
         return;
     }
+    __atomic_store_n(
+        &identity_mark_idx,
+        shim_fn.CRYPTO_get_ex_new_index(CRYPTO_EX_INDEX_X509, 0, NULL, NULL, NULL, NULL),
+        __ATOMIC_RELEASE);
     for (size_t i = 0; i < c->nids; i++) {
         pthread_mutex_init(&slots[i].lock, NULL);
         pthread_cond_init(&slots[i].done, NULL);
     }
-    /* release: shim_identity_owns() may look at the slots from another thread */
-    __atomic_store_n(&nslots, c->nids, __ATOMIC_RELEASE);
+    nslots = c->nids;
     pthread_atfork(identity_prefork, identity_postfork_parent, identity_postfork_child);
     identity_libctx = lc;
 }
@@ -337,6 +354,56 @@ static void identity_release(struct shim_identity *id)
     id->chain = NULL;
 }
 
+static struct shim_identity *identity_new(void)
+{
+    struct shim_identity *id = calloc(1, sizeof(*id));
+
+    if (id != NULL) {
+        id->refs = 1;
+        __atomic_add_fetch(&identity_live, 1, __ATOMIC_RELAXED);
+    }
+    return id;
+}
+
+/* An identity nobody holds any more (or one never handed out). */
+static void identity_free(struct shim_identity *id)
+{
+    if (id == NULL)
+        return;
+    __atomic_sub_fetch(&identity_live, 1, __ATOMIC_RELAXED);
+    identity_release(id);
+    free(id);
+}
+
+void shim_identity_hold(const struct shim_identity *id)
+{
+    __atomic_add_fetch(&((struct shim_identity *) id)->refs, 1, __ATOMIC_RELAXED);
+}
+
+void shim_identity_put(const struct shim_identity *id)
+{
+    struct shim_identity *mid = (struct shim_identity *) id;
+    char serial[sizeof(mid->serial)];
+
+    if (mid == NULL || __atomic_sub_fetch(&mid->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    memcpy(serial, mid->serial, sizeof(serial));
+    identity_free(mid);
+    shim_log(SHIM_DEBUG, "replaced identity serial %s freed (%zu identities loaded)",
+             serial, __atomic_load_n(&identity_live, __ATOMIC_RELAXED));
+}
+
+/* Marks the certificate as the shim's (shim_identity_owns). */
+static bool identity_mark_cert(struct shim_identity *id, char *why, size_t len)
+{
+    int idx = __atomic_load_n(&identity_mark_idx, __ATOMIC_ACQUIRE);
+
+    if (idx >= 0 && shim_fn.X509_set_ex_data(id->cert, idx, &identity_mark) == 1)
+        return true;
+    shim_fmt(why, len, "cannot mark the certificate as the shim's (out of memory)");
+    return false;
+}
+
 static bool identity_load_objects(const struct shim_identity_conf *ic,
                                   struct shim_identity *id, char *why, size_t len)
 {
@@ -377,14 +444,17 @@ static bool identity_load(const struct shim_conf *c, size_t idx, struct shim_ide
          identity_is_uri(ic->chain)) &&
         !identity_provider(c, why, len))
         return false;
-    ok = identity_load_objects(ic, id, why, len) && identity_probe(id->key, why, len);
+    ok = identity_load_objects(ic, id, why, len) && identity_probe(id->key, why, len) &&
+         identity_mark_cert(id, why, len);
     if (!ok) {
         identity_release(id);
         return false;
     }
     identity_describe(id);
-    shim_log(SHIM_DEBUG, "identity %s loaded: subject=\"%s\" serial=%s", ic->name,
-             id->subject, id->serial);
+    shim_log(SHIM_DEBUG,
+             "identity %s loaded: subject=\"%s\" serial=%s (%zu identities loaded)",
+             ic->name, id->subject, id->serial,
+             __atomic_load_n(&identity_live, __ATOMIC_RELAXED));
     return true;
 }
 
@@ -393,7 +463,7 @@ static bool identity_load(const struct shim_conf *c, size_t idx, struct shim_ide
 /* Called with the slot locked; returns with it locked. */
 static void identity_fill(struct id_slot *s, const struct shim_conf *c, size_t idx)
 {
-    struct shim_identity *id = calloc(1, sizeof(*id));
+    struct shim_identity *id = identity_new();
     char why[sizeof(s->why)] = "out of memory";
     bool ok;
 
@@ -403,16 +473,15 @@ static void identity_fill(struct id_slot *s, const struct shim_conf *c, size_t i
     pthread_mutex_lock(&s->lock);
     if (s->state !=
         SLOT_LOADING) { /* a fork reset the slot meanwhile: not ours to fill */
-        free(id);
+        identity_free(id);
         return;
     }
     if (ok) {
         s->loaded_at = time(NULL);
-        /* release: shim_identity_owns() reads id without the lock */
-        __atomic_store_n(&s->id, id, __ATOMIC_RELEASE);
-        __atomic_store_n(&s->state, SLOT_READY, __ATOMIC_RELEASE);
+        s->id = id;
+        s->state = SLOT_READY;
     } else {
-        free(id);
+        identity_free(id);
         shim_fmt(s->why, sizeof(s->why), "%s", why);
         s->failed_at = time(NULL);
         s->state = SLOT_FAILED;
@@ -423,19 +492,25 @@ static void identity_fill(struct id_slot *s, const struct shim_conf *c, size_t i
 /* Whether the ready identity of s is due to be read again. */
 static bool identity_due(const struct id_slot *s, const struct shim_conf *c, time_t now)
 {
+    time_t soon = now + IDENTITY_END_MARGIN;
     char why[64];
 
     if (s->reloading || now == s->loaded_at)
         return false;
     if (c->reload_interval > 0 && now - s->loaded_at >= c->reload_interval)
         return true;
-    return !shim_identity_valid_now(s->id, why, sizeof(why));
+    return !shim_identity_valid_now(s->id, why, sizeof(why)) ||
+           shim_fn.X509_cmp_time(shim_fn.X509_get0_notAfter(s->id->cert), &soon) <= 0;
 }
 
-/* Reads the identity again; called with the slot locked, returns with it locked. */
-static void identity_reload(struct id_slot *s, const struct shim_conf *c, size_t idx)
+/*
+ * Reads the identity again; called with the slot locked, returns with it locked. The
+ * identity it replaced, if any, is returned for the caller to put once it has unlocked.
+ */
+static struct shim_identity *identity_reload(struct id_slot *s, const struct shim_conf *c,
+                                             size_t idx)
 {
-    struct shim_identity *id = calloc(1, sizeof(*id)), **r;
+    struct shim_identity *id = identity_new(), *old = NULL;
     char why[512] = "out of memory";
     bool ok;
 
@@ -447,28 +522,25 @@ static void identity_reload(struct id_slot *s, const struct shim_conf *c, size_t
     s->loaded_at = time(NULL);
     if (ok && s->state == SLOT_READY &&
         (strcmp(id->serial, s->id->serial) != 0 ||
-         strcmp(id->subject, s->id->subject) != 0) &&
-        (r = realloc(s->retired, (s->nretired + 1) * sizeof(*r))) != NULL) {
-        s->retired = r;
-        r[s->nretired++] = s->id;
+         strcmp(id->subject, s->id->subject) != 0)) {
+        old = s->id;
         shim_log(SHIM_INFO, "identity %s reloaded: serial %s replaces %s",
-                 c->ids[idx].name, id->serial, s->id->serial);
-        __atomic_store_n(&s->id, id, __ATOMIC_RELEASE);
-        return;
+                 c->ids[idx].name, id->serial, old->serial);
+        s->id = id;
+        return old;
     }
     if (!ok)
         shim_log(SHIM_DEBUG,
                  "identity %s: reading it again failed (%s); keeping serial %s",
                  c->ids[idx].name, why, s->id->serial);
-    if (id != NULL)
-        identity_release(id);
-    free(id);
+    identity_free(id);
+    return NULL;
 }
 
 const struct shim_identity *shim_identity_get(const struct shim_conf *c, size_t idx,
                                               char *why, size_t len)
 {
-    const struct shim_identity *id = NULL;
+    struct shim_identity *id = NULL, *old = NULL;
     struct id_slot *s;
 
     /* the process configuration; doctor's when doctor asks (it reads its own) */
@@ -486,12 +558,15 @@ const struct shim_identity *shim_identity_get(const struct shim_conf *c, size_t 
         (s->state == SLOT_FAILED && time(NULL) - s->failed_at >= IDENTITY_RETRY_SECONDS))
         identity_fill(s, c, idx);
     else if (s->state == SLOT_READY && identity_due(s, c, time(NULL)))
-        identity_reload(s, c, idx);
-    if (s->state == SLOT_READY)
+        old = identity_reload(s, c, idx);
+    if (s->state == SLOT_READY) {
         id = s->id;
-    else
+        shim_identity_hold(id);
+    } else {
         shim_fmt(why, len, "%s", s->state == SLOT_FAILED ? s->why : "load interrupted");
+    }
     pthread_mutex_unlock(&s->lock);
+    shim_identity_put(old); /* the slot's reference: freed unless a handshake holds it */
     return id;
 }
 
@@ -502,25 +577,10 @@ OSSL_LIB_CTX *shim_identity_libctx(void)
 
 bool shim_identity_owns(const X509 *cert)
 {
-    size_t n = __atomic_load_n(&nslots, __ATOMIC_ACQUIRE);
+    int idx = __atomic_load_n(&identity_mark_idx, __ATOMIC_ACQUIRE);
 
-    for (size_t i = 0; i < n; i++) {
-        struct id_slot *s = &slots[i];
-        bool owns = false;
-
-        if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != SLOT_READY)
-            continue;
-        if (__atomic_load_n(&s->id, __ATOMIC_ACQUIRE)->cert == cert)
-            return true;
-        /* an SSL that presented an identity a reload has since replaced */
-        pthread_mutex_lock(&s->lock);
-        for (size_t j = 0; j < s->nretired && !owns; j++)
-            owns = s->retired[j]->cert == cert;
-        pthread_mutex_unlock(&s->lock);
-        if (owns)
-            return true;
-    }
-    return false;
+    return cert != NULL && idx >= 0 &&
+           shim_fn.X509_get_ex_data(cert, idx) == &identity_mark;
 }
 
 /* ---- per-handshake checks ---- */

@@ -113,6 +113,8 @@
     X(X509_NAME_cmp)                                                                     \
     X(X509_get0_serialNumber)                                                            \
     X(X509_free)                                                                         \
+    X(X509_get_ex_data)                                                                  \
+    X(X509_set_ex_data)                                                                  \
     X(ASN1_INTEGER_to_BN)                                                                \
     X(BN_bn2hex)                                                                         \
     X(BN_free)                                                                           \

@@ -130,15 +130,22 @@ struct shim_identity {
     STACK_OF(X509) * chain; /* may be NULL */
     char subject[256];
     char serial[80];
+    int refs; /* identity.c's: see shim_identity_get */
 };
 
 /*
  * The loaded identity number idx of c, loading it on first use (token access and login
  * happen here). NULL with why filled when it is unavailable; failures are remembered for
- * a while so a missing token is not probed on every handshake.
+ * a while so a missing token is not probed on every handshake. The caller holds a
+ * reference to the identity returned: shim_identity_put() it when done (a reload may
+ * replace the identity meanwhile; it is freed when the last holder puts it).
  */
 const struct shim_identity *shim_identity_get(const struct shim_conf *c, size_t idx,
                                               char *why, size_t len);
+/* One more reference to an identity the caller holds. */
+void shim_identity_hold(const struct shim_identity *id);
+/* Drops a reference (NULL: nothing). */
+void shim_identity_put(const struct shim_identity *id);
 /*
  * Not for the preload library: a program that links the shim's code (p11mtls doctor)
  * and has the provider built in registers it in the private library context here,
@@ -149,7 +156,8 @@ typedef int shim_libctx_prepare_fn(OSSL_LIB_CTX *lc);
 void shim_identity_prepare(shim_libctx_prepare_fn *fn);
 /* The private library context the identities live in (NULL before the first load). */
 OSSL_LIB_CTX *shim_identity_libctx(void);
-/* True if cert is one the shim installed (so a renegotiation may replace it). */
+/* True if cert is one the shim loaded and installed (so a renegotiation may replace it),
+ * whether or not its identity has been replaced since. */
 bool shim_identity_owns(const X509 *cert);
 bool shim_identity_valid_now(const struct shim_identity *id, char *why, size_t len);
 /* The server's acceptable-CA list names an issuer of ours, or is empty. */
@@ -200,7 +208,8 @@ enum shim_action {
 struct shim_verdict {
     enum shim_action action;
     const struct shim_rule *rule;   /* NULL with SHIM_NO_RULE */
-    const struct shim_identity *id; /* the loaded identity, if it could be loaded */
+    const struct shim_identity *id; /* the loaded identity, if it could be loaded:
+                                       held, shim_identity_put() it when done */
     char why[512];                  /* SKIP, ABORT: why it is not presented */
 };
 

@@ -858,6 +858,7 @@ static int doc_cert_cb(SSL *ssl, void *arg)
     if (cas != NULL && t->cas == NULL)
         t->cas = sk_X509_NAME_deep_copy(cas, X509_NAME_dup, X509_NAME_free);
     shim_ssl_request(ssl, &rq);
+    shim_identity_put(t->v.id); /* a second request on this connection */
     shim_decide_dest(&rq, d->c, &d->dest, doc_unusable(d), &t->v);
     /* also without require_ca_match: a server that names other CAs will reject ours */
     if (t->v.id != NULL)
@@ -1146,6 +1147,7 @@ done:
     SSL_CTX_free(ctx);
     close(fd);
     sk_X509_NAME_pop_free(t.cas, X509_NAME_free);
+    shim_identity_put(t.v.id);
 }
 
 /* ---- the preload library's verdict ---- */
@@ -1184,6 +1186,7 @@ static void doc_decision(struct doc *d)
                      : "the handshake goes on without a client certificate");
         break;
     }
+    shim_identity_put(v.id);
 }
 
 /* ---- the command ---- */

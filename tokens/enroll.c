@@ -35,6 +35,16 @@ struct cmp_opts {
     long if_expiring, timeout, grace;
 };
 
+/* The way to the CA, decided once per run: TLS and the proxy. */
+struct cmp_conn {
+    SSL_CTX *sctx;  /* https: the TLS client context; NULL: plain HTTP */
+    char host[256]; /* the CA's host (IPv6 without brackets): SNI, name check */
+    char port[8];
+    char proxy[300];   /* the proxy in effect, as host:port ("": direct) */
+    int timeout;       /* seconds for the proxy's CONNECT */
+    char tls_why[560]; /* why TLS to the CA failed, when we know better than libssl */
+};
+
 /* What one CMP exchange needs and gives. */
 struct cmp_run {
     const struct cmp_opts *o;
@@ -42,6 +52,7 @@ struct cmp_run {
     STACK_OF(X509) * anchors; /* trust for the new certificate; NULL: the caPubs */
     STACK_OF(X509) * chain;   /* untrusted intermediates */
     char why[600];            /* one line for the state file and the error */
+    struct cmp_conn conn;
 };
 
 /* ---- usage ---- */
@@ -133,22 +144,118 @@ static void cmp_outcome(const struct cmp_opts *o, const char *action, int ok,
 
 /* ---- the CMP context ---- */
 
+/* Records why the CA server's certificate was refused, for the error message. */
+static int cmp_tls_verify(int ok, X509_STORE_CTX *xs)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct cmp_run *r = ssl != NULL ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+    X509 *x = X509_STORE_CTX_get0_cert(xs); /* the server's own certificate */
+    char subject[128] = "?", issuer[128] = "?";
+
+    if (ok || r == NULL || r->conn.tls_why[0] != '\0')
+        return ok;
+    if (x != NULL) {
+        tool_name_str(X509_get_subject_name(x), subject, sizeof(subject));
+        tool_name_str(X509_get_issuer_name(x), issuer, sizeof(issuer));
+    }
+    snprintf(r->conn.tls_why, sizeof(r->conn.tls_why),
+             "TLS: the CA server %.100s is not trusted (%s; its certificate \"%s\" from "
+             "\"%s\"; trusted: %.100s): nothing sent",
+             r->conn.host, X509_verify_cert_error_string(X509_STORE_CTX_get_error(xs)),
+             subject, issuer,
+             r->o->tls_trusted != NULL ? r->o->tls_trusted : "the system's CAs");
+    return ok;
+}
+
+/* The server's name for SNI and the certificate check (an address: its IP SAN). */
+static int cmp_tls_name(SSL *ssl, const char *host)
+{
+    ASN1_OCTET_STRING *ip = a2i_IPADDRESS(host);
+
+    if (ip != NULL) {
+        ASN1_OCTET_STRING_free(ip);
+        return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host);
+    }
+    ERR_clear_error();
+    return SSL_set_tlsext_host_name(ssl, host) && SSL_set1_host(ssl, host);
+}
+
+/*
+ * OSSL_HTTP_bio_cb_t: at the connection, TLS on top of it; through a proxy, a CONNECT
+ * tunnel first (OpenSSL's HTTP client proxies plain HTTP itself, HTTPS only this way).
+ */
 static BIO *cmp_tls_cb(BIO *bio, void *arg, int connect, int detail)
 {
-    SSL_CTX *sctx = arg;
+    struct cmp_run *r = arg;
+    struct cmp_conn *c = &r->conn;
     BIO *sbio;
+    SSL *ssl = NULL;
 
     if (!connect || !detail)
         return bio;
-    if ((sbio = BIO_new_ssl(sctx, 1)) == NULL)
+    if (c->proxy[0] != '\0' && !OSSL_HTTP_proxy_connect(bio, c->host, c->port, NULL, NULL,
+                                                        c->timeout, NULL, NULL)) {
+        snprintf(c->tls_why, sizeof(c->tls_why),
+                 "the proxy %.150s opened no tunnel (CONNECT) to %.150s:%s", c->proxy,
+                 c->host, c->port);
         return NULL;
+    }
+    if ((sbio = BIO_new_ssl(c->sctx, 1)) == NULL || BIO_get_ssl(sbio, &ssl) <= 0 ||
+        !cmp_tls_name(ssl, c->host)) {
+        BIO_free(sbio);
+        return NULL;
+    }
     return BIO_push(sbio, bio);
 }
 
-static int cmp_server(OSSL_CMP_CTX *ctx, const char *url, SSL_CTX **sctx,
-                      const char *tls_trusted)
+/*
+ * The proxy OpenSSL's HTTP client takes for this server (http_proxy or https_proxy,
+ * unless no_proxy names it) or NULL; c->proxy shows it as host:port, as a proxy URL may
+ * carry credentials.
+ */
+static const char *cmp_proxy(struct cmp_conn *c, int tls)
 {
+    const char *p = OSSL_HTTP_adapt_proxy(NULL, NULL, c->host, tls);
+    char *host = NULL, *port = NULL;
+
+    c->proxy[0] = '\0';
+    if (p == NULL)
+        return NULL;
+    if (OSSL_HTTP_parse_url(p, NULL, NULL, &host, &port, NULL, NULL, NULL, NULL))
+        snprintf(c->proxy, sizeof(c->proxy), "%s:%s", host, port);
+    else
+        snprintf(c->proxy, sizeof(c->proxy), "in %s", tls ? "https_proxy" : "http_proxy");
+    ERR_clear_error();
+    OPENSSL_free(host);
+    OPENSSL_free(port);
+    return p;
+}
+
+static int cmp_tls(OSSL_CMP_CTX *ctx, struct cmp_run *r)
+{
+    struct cmp_conn *c = &r->conn;
+    const char *trusted = r->o->tls_trusted;
+
+    if ((c->sctx = SSL_CTX_new(TLS_client_method())) == NULL)
+        return 0;
+    if (trusted != NULL ? !SSL_CTX_load_verify_file(c->sctx, trusted)
+                        : !SSL_CTX_set_default_verify_paths(c->sctx)) {
+        tool_ossl_err("--tls-trusted %s: no CA certificates could be read",
+                      trusted != NULL ? trusted : "(the system's CAs)");
+        return -1;
+    }
+    SSL_CTX_set_verify(c->sctx, SSL_VERIFY_PEER, cmp_tls_verify);
+    return SSL_CTX_set_app_data(c->sctx, r) &&
+           OSSL_CMP_CTX_set_http_cb(ctx, cmp_tls_cb) &&
+           OSSL_CMP_CTX_set_http_cb_arg(ctx, r);
+}
+
+static int cmp_server(OSSL_CMP_CTX *ctx, struct cmp_run *r)
+{
+    struct cmp_conn *c = &r->conn;
+    const char *url = r->o->server;
     char *host = NULL, *path = NULL;
+    const char *proxy;
     int tls = 0, port = 0, ok;
 
     if (!OSSL_HTTP_parse_url(url, &tls, NULL, &host, NULL, &port, &path, NULL, NULL)) {
@@ -158,19 +265,17 @@ static int cmp_server(OSSL_CMP_CTX *ctx, const char *url, SSL_CTX **sctx,
     }
     ok = OSSL_CMP_CTX_set1_server(ctx, host) && OSSL_CMP_CTX_set_serverPort(ctx, port) &&
          OSSL_CMP_CTX_set1_serverPath(ctx, path);
+    snprintf(c->host, sizeof(c->host), "%s", host[0] == '[' ? host + 1 : host);
+    c->host[strcspn(c->host, "]")] = '\0';
+    snprintf(c->port, sizeof(c->port), "%d", port);
+    c->timeout = (int) (r->o->timeout < 30 ? r->o->timeout : 30);
     OPENSSL_free(host);
     OPENSSL_free(path);
-    if (ok && tls) {
-        *sctx = SSL_CTX_new(TLS_client_method());
-        ok = *sctx != NULL &&
-             (tls_trusted != NULL ? SSL_CTX_load_verify_file(*sctx, tls_trusted)
-                                  : SSL_CTX_set_default_verify_paths(*sctx));
-        if (ok) {
-            SSL_CTX_set_verify(*sctx, SSL_VERIFY_PEER, NULL);
-            ok = OSSL_CMP_CTX_set_http_cb(ctx, cmp_tls_cb) &&
-                 OSSL_CMP_CTX_set_http_cb_arg(ctx, *sctx);
-        }
-    }
+    /* Decided once, so that the CONNECT in cmp_tls_cb agrees with the HTTP client. */
+    proxy = cmp_proxy(c, tls);
+    ok = ok && OSSL_CMP_CTX_set1_proxy(ctx, proxy != NULL ? proxy : "");
+    if (ok && tls && (ok = cmp_tls(ctx, r)) < 0)
+        return 0;
     if (!ok)
         tool_ossl_err("cannot set up the connection to %s", url);
     return ok;
@@ -217,7 +322,7 @@ static int cmp_certconf(OSSL_CMP_CTX *ctx, X509 *cert, int fail_info, const char
     return fail_info;
 }
 
-static OSSL_CMP_CTX *cmp_ctx(struct cmp_run *r, SSL_CTX **sctx)
+static OSSL_CMP_CTX *cmp_ctx(struct cmp_run *r)
 {
     OSSL_CMP_CTX *ctx = OSSL_CMP_CTX_new(r->lc, NULL);
 
@@ -231,8 +336,7 @@ static OSSL_CMP_CTX *cmp_ctx(struct cmp_run *r, SSL_CTX **sctx)
         !OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT,
                                  r->o->timeout < 30 ? (int) r->o->timeout : 30) ||
         !OSSL_CMP_CTX_set_certConf_cb(ctx, cmp_certconf) ||
-        !OSSL_CMP_CTX_set_certConf_cb_arg(ctx, r) ||
-        !cmp_server(ctx, r->o->server, sctx, r->o->tls_trusted)) {
+        !OSSL_CMP_CTX_set_certConf_cb_arg(ctx, r) || !cmp_server(ctx, r)) {
         OSSL_CMP_CTX_free(ctx);
         return NULL;
     }
@@ -251,8 +355,13 @@ static void cmp_why(struct cmp_run *r, OSSL_CMP_CTX *ctx)
     if (r->why[0] != '\0')
         return;
     ERR_error_string_n(e, err, sizeof(err));
-    if (status == OSSL_CMP_PKISTATUS_rejection &&
-        OSSL_CMP_CTX_snprint_PKIStatus(ctx, si, sizeof(si)) != NULL)
+    if (r->conn.tls_why[0] != '\0')
+        snprintf(r->why, sizeof(r->why), "%s", r->conn.tls_why);
+    else if (ERR_GET_LIB(ERR_peek_error()) == ERR_LIB_SSL)
+        snprintf(r->why, sizeof(r->why), "TLS with the CA at %s failed: %s", r->o->server,
+                 ERR_reason_error_string(ERR_peek_error()));
+    else if (status == OSSL_CMP_PKISTATUS_rejection &&
+             OSSL_CMP_CTX_snprint_PKIStatus(ctx, si, sizeof(si)) != NULL)
         snprintf(r->why, sizeof(r->why), "the CA refused the request: %s", si);
     else if (status == OSSL_CMP_PKISTATUS_waiting)
         snprintf(r->why, sizeof(r->why),
@@ -260,8 +369,9 @@ static void cmp_why(struct cmp_run *r, OSSL_CMP_CTX *ctx)
                  r->o->timeout);
     else if (status < 0 && lib == ERR_LIB_CMP &&
              (reason == CMP_R_TRANSFER_ERROR || reason == CMP_R_TOTAL_TIMEOUT))
-        snprintf(r->why, sizeof(r->why), "the CA at %s is unreachable (%s)", r->o->server,
-                 err);
+        snprintf(r->why, sizeof(r->why), "the CA at %s is unreachable%s%s (%s)",
+                 r->o->server, r->conn.proxy[0] != '\0' ? " via the proxy " : "",
+                 r->conn.proxy, err);
     else if (lib == ERR_LIB_CMP && reason == CMP_R_ERROR_VALIDATING_PROTECTION)
         snprintf(r->why, sizeof(r->why),
                  "the CA's answer is not signed by a trusted CA (or the shared secret "
@@ -477,7 +587,6 @@ static int enroll_run(const struct cmp_opts *o)
     X509_NAME *subj = NULL;
     X509_REQ *csr = NULL;
     OSSL_CMP_CTX *ctx = NULL;
-    SSL_CTX *sctx = NULL;
     P11M_OBJ *key = NULL;
     EVP_PKEY *pk = NULL;
     STACK_OF(X509) *cas = NULL;
@@ -513,7 +622,7 @@ static int enroll_run(const struct cmp_opts *o)
     id = p11m_obj_id(key, &idlen);
     if ((uri = tool_obj_uri(ids.tok, CKO_PRIVATE_KEY, id, idlen, o->identity)) == NULL ||
         (pk = tool_load_key(r.lc, uri, o->pin_source, o->module)) == NULL ||
-        (ctx = cmp_ctx(&r, &sctx)) == NULL || !enroll_protect(&r, &ids, ctx, &li))
+        (ctx = cmp_ctx(&r)) == NULL || !enroll_protect(&r, &ids, ctx, &li))
         goto done;
     if (o->p10cr) {
         ok = (csr = enroll_csr(&r, pk, subj)) != NULL &&
@@ -549,7 +658,7 @@ done:
     X509_free(x);
     X509_REQ_free(csr);
     OSSL_CMP_CTX_free(ctx);
-    SSL_CTX_free(sctx);
+    SSL_CTX_free(r.conn.sctx);
     EVP_PKEY_free(pk);
     free(uri);
     p11m_obj_free(key);
@@ -740,8 +849,7 @@ static EVP_PKEY *renew_load(struct cmp_run *r, struct ids *ids, P11M_OBJ *key)
 /* The exchange; the new certificate (CA certificates into *cas) or NULL. */
 static X509 *renew_kur(struct cmp_run *r, struct renew_state *st, STACK_OF(X509) * *cas)
 {
-    SSL_CTX *sctx = NULL;
-    OSSL_CMP_CTX *ctx = cmp_ctx(r, &sctx);
+    OSSL_CMP_CTX *ctx = cmp_ctx(r);
     EVP_PKEY *pk = ctx != NULL ? renew_load(r, &st->ids, st->key) : NULL;
     EVP_PKEY *npk = pk != NULL && st->new_key != NULL
                         ? renew_load(r, &st->pending, st->new_key)
@@ -764,7 +872,8 @@ static X509 *renew_kur(struct cmp_run *r, struct renew_state *st, STACK_OF(X509)
     EVP_PKEY_free(npk);
     EVP_PKEY_free(pk);
     OSSL_CMP_CTX_free(ctx);
-    SSL_CTX_free(sctx);
+    SSL_CTX_free(r->conn.sctx);
+    r->conn.sctx = NULL;
     return x;
 }
 

@@ -6,8 +6,9 @@
 # every request is admitted, and nginx sees the serials in order, old then new, without
 # the program being restarted (shim reload_interval = 1 s here, and renew --grace 3 keeps
 # the old key that long; no duration is asserted). Then, with reloads switched off
-# (reload_interval = 0), a short-lived certificate: once it expires the shim reads the
-# identity again at once and presents the renewed one, never the expired one.
+# (reload_interval = 0), a short-lived certificate: in its last seconds (the shim reads
+# an identity again when its certificate ends within 10 s) the renewed one takes over;
+# never is the expired one presented, not even by a handshake that straddles its end.
 source "$(dirname "$0")/common.sh"
 fx_workdir tool-cmp-e2e
 fx_ca || skip_all "CA fixture could not be built"
@@ -123,7 +124,7 @@ check "the running program presents the short-lived serial $(serial 80)" wait_se
 check "renew it (30 days) while the old one is still valid" "$TOOL" renew \
     --server "$(sed 's/[0-9]*\/pkix/'"$(cat "$WORK/ca.port")"'\/pkix/' <<<"$short_url")" \
     "${T[@]}" --identity short
-check "...once the old one expires, the program presents the new one" wait_serial \
+check "...before the old one expires, the program presents the new one" wait_serial \
     "$(serial 4)"
 touch "$WORK/stop"
 wait "$loop_pid"

@@ -162,7 +162,7 @@ rc_is "status in 60 days (faketime): expired, 2" 2 faketime -f +60d "$TOOL" stat
 serial_now=$(ca_serial 8)
 good_url=$FX_CMP_URL
 FX_CMP_URL=http://127.0.0.1:$(fx_free_port)/pkix/
-rc_is "CA unreachable: fails" 1 renew --timeout 5
+rc_is "CA unreachable: fails" 1 renew --timeout 2
 out_has "...saying so" "is unreachable"
 rc_is "status shows the failed attempt" 0 "$TOOL" status --token "pkcs11:token=$LABEL" \
     --state-dir "$WORK/state" --prometheus "$WORK/p11mtls.prom"
