@@ -25,7 +25,7 @@ if [ "$P11M_TEST_TOKEN" = tpm ]; then
     labels=(p256 p384 rsa2048 rsa3072)
     # Through p11-kit's proxy the first free slot would be SoftHSM2's (still registered).
     init_args=(--module "$FX_TPM_MODULE")
-    plan 78
+    plan 80
 else
     fresh_softhsm hsm
     plan 79
@@ -62,6 +62,17 @@ t = json.load(open(sys.argv[1]))["tokens"]
 assert len(t) == 1 and t[0]["label"] == sys.argv[2], t
 assert t[0]["keys"] == [] and t[0]["certificates"] == [] and t[0]["user_pin"] == "ok", t
 ' "$WORK/last.out" "$LABEL"
+if [ "$P11M_TEST_TOKEN" = tpm ]; then
+    rc_is "list --json of every token" 0 "$TOOL" list --json
+    # tpm2-pkcs11: every token's serial is all zeros; its spare slot is no token.
+    check "the TPM's two tokens, told apart by label (serials all zero), and no uninitialised one" \
+        /usr/bin/python3 -c '
+import json, sys
+t = json.load(open(sys.argv[1]))["tokens"]
+assert sorted(x["label"] for x in t) == sorted(sys.argv[2:]), t
+assert all(x["serial"] == "0" * 16 and x["model"] == "SW   TPM" for x in t), t
+' "$WORK/last.out" "$LABEL" "$FX_TOKEN_LABEL"
+fi
 
 # ---- keys, requests, certificates
 check "ca init --intermediate" "$TOOL" ca init "$WORK/ca" --intermediate
