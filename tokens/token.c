@@ -174,7 +174,8 @@ static int token_set_user_pin(P11M_MODULE *mod, const char *label, const P11M_PI
 }
 
 /* Some modules initialise only an empty slot: tpm2-pkcs11 answers C_InitToken on a
- * token that exists with CKR_ARGUMENTS_BAD ("Token already initialized"). */
+ * token that exists with CKR_ARGUMENTS_BAD ("Token already initialized"); others may
+ * say the function is not supported or rejected. */
 static void token_reinit_hint(const char *label)
 {
     tool_err("the module cannot re-initialise a token that exists; remove the token '%s' "
@@ -211,7 +212,8 @@ static int token_do_init(const struct init_opts *o)
                  rv == CKR_PIN_INCORRECT   ? " (wrong SO PIN)"
                  : rv == CKR_PIN_LEN_RANGE ? " (SO PIN too short or too long)"
                                            : "");
-        if (reinit && rv != CKR_PIN_INCORRECT && rv != CKR_PIN_LEN_RANGE)
+        if (reinit && (rv == CKR_ARGUMENTS_BAD || rv == CKR_FUNCTION_NOT_SUPPORTED ||
+                       rv == CKR_FUNCTION_REJECTED))
             token_reinit_hint(o->label);
         goto done;
     }
