@@ -57,6 +57,7 @@ struct id_slot {
     struct shim_identity *id; /* READY: the current one (the slot holds a reference) */
     time_t loaded_at;         /* when id was loaded or last checked */
     bool reloading;           /* a thread is reading it again */
+    bool inherited;           /* READY from before a fork: not yet tried here */
 };
 
 static pthread_once_t identity_once = PTHREAD_ONCE_INIT;
@@ -92,6 +93,7 @@ static void identity_postfork_child(void)
         if (slots[i].state == SLOT_LOADING)
             slots[i].state = SLOT_IDLE;
         slots[i].reloading = false;
+        slots[i].inherited = slots[i].state == SLOT_READY;
         pthread_cond_init(&slots[i].done, NULL);
         pthread_mutex_unlock(&slots[i].lock);
     }
@@ -537,6 +539,39 @@ static struct shim_identity *identity_reload(struct id_slot *s, const struct shi
     return NULL;
 }
 
+/*
+ * An identity loaded before this process was forked: its token may not serve the child
+ * (tpm2-pkcs11 keeps the parent's TPM session, and the provider refuses to use it here).
+ * One test signature tells, before a handshake presents a key that cannot sign and fails
+ * with an opaque error. Called with the slot locked; returns with it locked.
+ */
+static void identity_check_inherited(struct id_slot *s, const struct shim_conf *c,
+                                     size_t idx)
+{
+    struct shim_identity *id = s->id;
+    char why[sizeof(s->why) - 64];
+    bool ok;
+
+    s->inherited = false;
+    s->state = SLOT_LOADING; /* other threads wait for the outcome */
+    pthread_mutex_unlock(&s->lock);
+    ok = identity_probe(id->key, why, sizeof(why));
+    pthread_mutex_lock(&s->lock);
+    if (s->state != SLOT_LOADING)
+        return;
+    if (ok) {
+        s->state = SLOT_READY;
+    } else {
+        s->id = NULL; /* handshakes still holding it keep it alive */
+        shim_identity_put(id);
+        shim_fmt(s->why, sizeof(s->why), "%s (identity %s was loaded before a fork)", why,
+                 c->ids[idx].name);
+        s->failed_at = time(NULL);
+        s->state = SLOT_FAILED;
+    }
+    pthread_cond_broadcast(&s->done);
+}
+
 const struct shim_identity *shim_identity_get(const struct shim_conf *c, size_t idx,
                                               char *why, size_t len)
 {
@@ -554,6 +589,8 @@ const struct shim_identity *shim_identity_get(const struct shim_conf *c, size_t 
     pthread_mutex_lock(&s->lock);
     while (s->state == SLOT_LOADING)
         pthread_cond_wait(&s->done, &s->lock);
+    if (s->state == SLOT_READY && s->inherited)
+        identity_check_inherited(s, c, idx);
     if (s->state == SLOT_IDLE ||
         (s->state == SLOT_FAILED && time(NULL) - s->failed_at >= IDENTITY_RETRY_SECONDS))
         identity_fill(s, c, idx);

@@ -173,6 +173,17 @@ static int token_set_user_pin(P11M_MODULE *mod, const char *label, const P11M_PI
     return rv == CKR_OK;
 }
 
+/* Some modules initialise only an empty slot: tpm2-pkcs11 answers C_InitToken on a
+ * token that exists with CKR_ARGUMENTS_BAD ("Token already initialized"); others may
+ * say the function is not supported or rejected. */
+static void token_reinit_hint(const char *label)
+{
+    tool_err("the module cannot re-initialise a token that exists; remove the token '%s' "
+             "with the module's own tool (a TPM through tpm2-pkcs11: tpm2_ptool rmtoken "
+             "--label '%s'), then run token init again: it takes the free slot",
+             label, label);
+}
+
 static int token_do_init(const struct init_opts *o)
 {
     P11M_MODULE *mod = p11m_module_get(o->module, NULL);
@@ -201,6 +212,9 @@ static int token_do_init(const struct init_opts *o)
                  rv == CKR_PIN_INCORRECT   ? " (wrong SO PIN)"
                  : rv == CKR_PIN_LEN_RANGE ? " (SO PIN too short or too long)"
                                            : "");
+        if (reinit && (rv == CKR_ARGUMENTS_BAD || rv == CKR_FUNCTION_NOT_SUPPORTED ||
+                       rv == CKR_FUNCTION_REJECTED))
+            token_reinit_hint(o->label);
         goto done;
     }
     ok = token_set_user_pin(mod, o->label, &so, &user);

@@ -9,7 +9,9 @@ MODE:
            line, read once (TLS 1.3 reports a rejected client certificate there).
   asyncio  the same through asyncio streams (non-blocking, memory BIOs).
   fork     socket once in the parent, then once in a forked child (the identity is
-           loaded before the fork); --fork-first: fork first, the child loads it.
+           loaded before the fork); --fork-first: fork first, the child loads it;
+           --parent-again: the parent once more after the child (a child's failure
+           is reported as "child: failed ..." and does not stop the parent).
   threads  socket from N threads at once (--threads N); print one line per thread.
   twice    socket twice, each time with a new context (made after the first
            handshake loaded the identity); print both TLS versions and answers.
@@ -96,11 +98,13 @@ def run_fork(args):
             os._exit(0)
         except Exception as e:  # report, never fall back into the parent's code
             print("child failed:", e, file=sys.stderr, flush=True)
+            if args.parent_again:
+                print("child: failed", flush=True)
             os._exit(1)
     _, status = os.waitpid(pid, 0)
-    if status != 0:
+    if status != 0 and not args.parent_again:
         raise SystemExit("child exited with status %d" % status)
-    if args.fork_first:
+    if args.fork_first or args.parent_again:
         print("parent:", exchange_socket(args)[1].splitlines()[-1:], flush=True)
 
 
@@ -141,6 +145,7 @@ def main():
     p.add_argument("--timeout", type=float, default=3)
     p.add_argument("--threads", type=int, default=16)
     p.add_argument("--fork-first", action="store_true")
+    p.add_argument("--parent-again", action="store_true")
     args = p.parse_args()
     try:
         globals()["run_" + args.mode](args)

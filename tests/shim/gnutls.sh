@@ -4,7 +4,8 @@
 # libcurl-gnutls), gnutls-cli against openssl s_server and with TLS 1.3 post-handshake
 # auth, and the cases where the shim must not present: no rule, the program's own
 # certificate. nginx verifies the client (ssl_verify_client on: no certificate, 400;
-# optional: it says verify=NONE).
+# optional: it says verify=NONE). With P11M_TEST_TOKEN=tpm, on the emulated TPM (keys
+# rsa2048 and p256).
 source "$P11M_SRCDIR/tests/shim/common.sh"
 fx_workdir shim-gnutls
 sh_need_provider
@@ -57,9 +58,11 @@ gnutls_expect "wget TLS 1.3, RSA key (RSA-PSS through the provider)" "^$(dn rsa2
 gnutls_expect "wget TLS 1.2, RSA key" "^$(dn rsa2048)$" \
     "dest=localhost:$NW \(sni\) TLSv1.2 rule=r identity=device: presented .*rsa2048.*[0-9A-F]$" \
     sh_wget --ciphers=NORMAL:-VERS-TLS1.3 "https://localhost:$NW/"
-sh_token_conf "$WORK/shim.conf" p384 "127.0.0.1:$NW"
-gnutls_expect "wget TLS 1.2, EC key, IP literal with port (no SNI: the socket)" "^$(dn p384)$" \
-    "dest=127.0.0.1:$NW \(peer\) TLSv1.2 rule=r identity=device: presented .*p384" \
+# The second EC key: p384 on SoftHSM2, the TPM's only one (p256) there.
+read -r ec _ <<<"$(fx_have_key p384 p256)"
+sh_token_conf "$WORK/shim.conf" "$ec" "127.0.0.1:$NW"
+gnutls_expect "wget TLS 1.2, EC key ($ec), IP literal with port (no SNI: the socket)" "^$(dn "$ec")$" \
+    "dest=127.0.0.1:$NW \(peer\) TLSv1.2 rule=r identity=device: presented .*$ec" \
     sh_wget --ciphers=NORMAL:-VERS-TLS1.3 "https://127.0.0.1:$NW/"
 
 # -- git clone over https (libcurl-gnutls with its own push/pull functions)

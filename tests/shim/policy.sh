@@ -86,8 +86,8 @@ expect "pin_source env:NAME" "$DEVICE" "presented" sh_curl "$URL"
 unset SHIM_TEST_PIN
 
 # provider parameters from an application-style openssl.cnf: here the PKCS#11 module
-# (SoftHSM directly instead of the p11-kit proxy) and the PIN source
-fx_provider_cnf "$WORK/openssl-p11mtls.cnf" "$FX_SOFTHSM_MODULE"
+# (the token's own, SoftHSM2 or tpm2-pkcs11, instead of the p11-kit proxy) and the PIN source
+fx_provider_cnf "$WORK/openssl-p11mtls.cnf" "$FX_TOKEN_MODULE"
 SH_PIN_SOURCE=none SH_MAIN_EXTRA="provider_config = $WORK/openssl-p11mtls.cnf" \
     sh_conf "$WORK/shim.conf" "$KEY" "$CERT" "localhost"
 expect "provider_config: module and PIN source from the provider section" "$DEVICE" \

@@ -4,12 +4,18 @@
 # (tried once only, never again), an expired certificate, a certificate of another key,
 # a server that does not ask for a certificate, one that asks for another CA, and a
 # server certificate from an unexpected CA (as a TLS-intercepting proxy would show).
+# A refused PIN is not tried by a second run either. On the emulated TPM
+# (P11M_TEST_TOKEN=tpm) the same, plus: the wrong PIN moves the TPM's dictionary-attack
+# counter once for both runs, and the TPM's uninitialised slot is not shown as a token.
 source "$(dirname "$0")/common.sh"
 fx_workdir tool-doctor
 fx_token || skip_all "token fixture could not be built"
 fx_ca || skip_all "CA fixture could not be built"
 unset P11MTLS_CONF P11MTLS_DEBUG
-plan 50
+if [ "$P11M_TEST_TOKEN" = tpm ]; then plan 55; else plan 53; fi
+# The certificate of another key on the same token (SoftHSM2: p384; the TPM has none).
+read -r other_key _ <<<"$(fx_have_key p384 rsa2048)"
+other_cert=FX_DEV_CERT_$other_key
 
 # conf OUT [KEY=VALUE...]: a shim configuration for the token key p256 and the
 # fixture chain, matching localhost; KEY=VALUE pairs replace identity lines.
@@ -99,6 +105,11 @@ conf "$WORK/notoken.conf" key="pkcs11:token=nosuch;id=%03;type=private" \
 doctor "no token" 3 --config "$WORK/notoken.conf" "localhost:$good"
 out_has "...named" "^FAIL +token +no token matches the key URI pkcs11:token=nosuch"
 out_has "...with the tokens that are there" "tokens present:.*'$FX_TOKEN_LABEL'"
+if [ "$P11M_TEST_TOKEN" = tpm ]; then
+    # tpm2-pkcs11 always offers an uninitialised slot: no token there, no '' in the list.
+    out_has "...the TPM's uninitialised slot is not one of them" "tokens present: '$FX_TOKEN_LABEL'$"
+    da_before=$(fx_tpm_lockout_counter)
+fi
 
 (umask 077 && echo 9999 >"$WORK/wrong-pin.txt")
 conf "$WORK/wrongpin.conf" pin="file:$WORK/wrong-pin.txt"
@@ -110,11 +121,21 @@ out_has "...no signature tried" "^-- +sign +skipped"
 is "exactly one C_Login reached the token" "$(grep -c 'C_Login(' "$WORK/debug.log")" 1
 out_has "...the server then saw no certificate" "^-- +handshake +no certificate presented|^FAIL +handshake +no certificate presented"
 is "s_server saw no identity" "$(fx_s_server_peer good)" none
+rm -f "$WORK/debug.log"
+P11MTLS_DEBUG="2,file:$WORK/debug.log" doctor "wrong PIN again: refused without a try" 3 \
+    --config "$WORK/wrongpin.conf" "localhost:$good"
+out_has "...the earlier refusal named, with the fix" \
+    "^FAIL +pin +the PIN from file:.*wrong-pin.txt was refused by token '$FX_TOKEN_LABEL' at .*not tried again by any process"
+is "...no C_Login this time" "$(grep -c 'C_Login(' "$WORK/debug.log")" 0
+if [ "$P11M_TEST_TOKEN" = tpm ]; then
+    is "the TPM counted one failed authorisation for both runs" \
+        "$(fx_tpm_lockout_counter)" $((da_before + 1))
+fi
 
 conf "$WORK/expired.conf" cert="$FX_DEV_CERT_p256_expired"
 doctor "expired certificate" 3 --config "$WORK/expired.conf" "localhost:$good"
 out_has "...named" "^FAIL +validity +EXPIRED on "
-conf "$WORK/otherkey.conf" cert="$FX_DEV_CERT_p384"
+conf "$WORK/otherkey.conf" cert="${!other_cert}"
 doctor "certificate of another key" 3 --config "$WORK/otherkey.conf" "localhost:$good"
 out_has "...named" "^FAIL +match +the certificate is for another key"
 

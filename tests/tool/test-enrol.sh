@@ -1,33 +1,60 @@
 #!/bin/bash
-# The whole enrolment with p11mtls on a FRESH SoftHSM2 token: token init, a key of
-# every type generated on the token, CSRs signed through the provider, the dev CA,
-# certificate import, list (human and JSON), pem-uri; then each identity is presented
-# with openssl s_client through the provider, and one through `p11mtls run` + curl
-# against nginx after a renewal from another CA.
+# The whole enrolment with p11mtls on a FRESH token: token init, a key of every type
+# generated on the token, CSRs signed through the provider, the dev CA, certificate
+# import, list (human and JSON), pem-uri; then each identity is presented with openssl
+# s_client through the provider, and one through `p11mtls run` + curl against nginx
+# after a renewal from another CA.
+# SoftHSM2: a fresh token directory (its free slot). TPM (P11M_TEST_TOKEN=tpm): the free
+# slot tpm2-pkcs11 always offers next to the fixture's token, initialised through its
+# module; a TPM makes no Ed25519 key, sets a key's usage itself (sign and decrypt) and
+# cannot re-initialise a token (tpm2_ptool removes it): each is asserted as the tool
+# reports it.
 source "$(dirname "$0")/common.sh"
 fx_workdir tool-enrol
 fx_ca || skip_all "CA fixture could not be built"
-fresh_softhsm hsm
 (umask 077 && echo 87654321 >"$WORK/so.pin" && echo 4321 >"$WORK/pin.txt")
 PIN=file:$WORK/pin.txt
 SO=file:$WORK/so.pin
 LABEL=enrol
 labels=(p256 p384 rsa2048 rsa3072 ed25519)
+init_args=()
+if [ "$P11M_TEST_TOKEN" = tpm ]; then
+    # fx_token's pin.txt would replace ours: the TPM first.
+    fx_token || bail_out "TPM fixture could not be built"
+    (umask 077 && echo 4321 >"$WORK/pin.txt")
+    labels=(p256 p384 rsa2048 rsa3072)
+    # Through p11-kit's proxy the first free slot would be SoftHSM2's (still registered).
+    init_args=(--module "$FX_TPM_MODULE")
+    plan 86
+else
+    fresh_softhsm hsm
+    plan 79
+fi
 declare -A types=([p256]=ec:P-256 [p384]=ec:P-384 [rsa2048]=rsa:2048 [rsa3072]=rsa:3072
     [ed25519]=ed25519)
 declare -A desc=([p256]="EC P-256" [p384]="EC P-384" [rsa2048]="RSA 2048"
     [rsa3072]="RSA 3072" [ed25519]=Ed25519)
 declare -A uri
-plan 78
 
 # ---- token
-rc_is "token init on a fresh token directory" 0 "$TOOL" token init --label "$LABEL" \
-    --so-pin-source "$SO" --pin-source "$PIN"
+rc_is "token init on a fresh token ($P11M_TEST_TOKEN)" 0 "$TOOL" token init --label "$LABEL" \
+    "${init_args[@]}" --so-pin-source "$SO" --pin-source "$PIN"
 out_has "token init prints the token URI" "^pkcs11:token=$LABEL$"
 rc_is "a second init of that token is refused" 1 "$TOOL" token init --label "$LABEL" \
-    --so-pin-source "$SO" --pin-source "$PIN"
-rc_is "...and done with --force" 0 "$TOOL" token init --label "$LABEL" --force \
-    --so-pin-source "$SO" --pin-source "$PIN"
+    "${init_args[@]}" --so-pin-source "$SO" --pin-source "$PIN"
+out_has "...saying why" "may hold private objects .*add --force to erase it"
+if [ "$P11M_TEST_TOKEN" = tpm ]; then
+    rc_is "...with --force, the TPM cannot re-initialise it" 1 "$TOOL" token init \
+        --label "$LABEL" --force "${init_args[@]}" --so-pin-source "$SO" --pin-source "$PIN"
+    out_has "...and the tool says what to do instead" \
+        "cannot re-initialise a token that exists; .*tpm2_ptool rmtoken --label '$LABEL'"
+    check "...which is done: tpm2_ptool rmtoken" tpm2_ptool rmtoken --label "$LABEL"
+    rc_is "...then token init takes the free slot again" 0 "$TOOL" token init \
+        --label "$LABEL" "${init_args[@]}" --so-pin-source "$SO" --pin-source "$PIN"
+else
+    rc_is "...and done with --force" 0 "$TOOL" token init --label "$LABEL" --force \
+        --so-pin-source "$SO" --pin-source "$PIN"
+fi
 rc_is "list --json of the empty token" 0 "$TOOL" list "pkcs11:token=$LABEL" --json
 check "it has the token and no objects" /usr/bin/python3 -c '
 import json, sys
@@ -35,6 +62,17 @@ t = json.load(open(sys.argv[1]))["tokens"]
 assert len(t) == 1 and t[0]["label"] == sys.argv[2], t
 assert t[0]["keys"] == [] and t[0]["certificates"] == [] and t[0]["user_pin"] == "ok", t
 ' "$WORK/last.out" "$LABEL"
+if [ "$P11M_TEST_TOKEN" = tpm ]; then
+    rc_is "list --json of every token" 0 "$TOOL" list --json
+    # tpm2-pkcs11: every token's serial is all zeros; its spare slot is no token.
+    check "the TPM's two tokens, told apart by label (serials all zero), and no uninitialised one" \
+        /usr/bin/python3 -c '
+import json, sys
+t = json.load(open(sys.argv[1]))["tokens"]
+assert sorted(x["label"] for x in t) == sorted(sys.argv[2:]), t
+assert all(x["serial"] == "0" * 16 and x["model"] == "SW   TPM" for x in t), t
+' "$WORK/last.out" "$LABEL" "$FX_TOKEN_LABEL"
+fi
 
 # ---- keys, requests, certificates
 check "ca init --intermediate" "$TOOL" ca init "$WORK/ca" --intermediate
@@ -53,25 +91,45 @@ for l in "${labels[@]}"; do
     rc_is "$l: cert import with the chain" 0 "$TOOL" cert import --uri "${uri[$l]}" \
         --cert "$WORK/$l.pem" --chain "$WORK/ca/chain.pem" --pin-source "$PIN"
 done
+if [ "$P11M_TEST_TOKEN" = tpm ]; then
+    rc_is "ed25519: the TPM cannot make the key" 1 "$TOOL" key generate \
+        --uri "pkcs11:token=$LABEL;object=ed25519" --type ed25519 --pin-source "$PIN"
+    out_has "...and the tool says so" "the token cannot generate ed25519 keys \(no mechanism 0x1055\)"
+    for step in "prints the private key URI" "csr through the provider" "ca issue" \
+        "cert import with the chain"; do
+        skip "ed25519: $step" "the TPM makes no Ed25519 key (its refusal is asserted above)"
+    done
+fi
 check "request subject and signature (openssl req -verify)" \
     openssl req -in "$WORK/p256.csr" -noout -verify -subject
 check "issued certificate: clientAuth from the intermediate" openssl verify \
     -CAfile "$WORK/ca/root.pem" -untrusted "$WORK/ca/intermediate.pem" -purpose sslclient \
-    "$WORK/ed25519.pem"
+    "$WORK/${labels[-1]}.pem"
 rc_is "a second key with the same label is refused" 1 "$TOOL" key generate \
     --uri "pkcs11:token=$LABEL;object=p256" --type ec:P-256 --pin-source "$PIN"
 rc_is "key generate --id" 0 "$TOOL" key generate --uri "pkcs11:token=$LABEL;object=fixed" \
     --type ec:P-256 --id 0a0b --pin-source "$PIN"
 out_has "...uses that id" "id=%0A%0B;object=fixed;type=private"
+nkeys=$((${#labels[@]} + 1))
 
 # The private halves as the token keeps them.
-pkcs11-tool --module "$FX_SOFTHSM_MODULE" --token-label "$LABEL" --login --pin 4321 \
+pkcs11-tool --module "$FX_TOKEN_MODULE" --token-label "$LABEL" --login --pin 4321 \
     --list-objects --type privkey >"$WORK/privkeys.txt" 2>&1
 is "every private key is sensitive and never extractable" \
-    "$(grep -c 'Access: *sensitive, always sensitive, never extractable' "$WORK/privkeys.txt")" 6
-is "every private key signs and does nothing else" "$(grep -c 'Usage: *sign$' "$WORK/privkeys.txt")" 6
+    "$(grep -c 'Access: *sensitive, always sensitive, never extractable' "$WORK/privkeys.txt")" $nkeys
+if [ "$P11M_TEST_TOKEN" = tpm ]; then
+    # tpm2-pkcs11 refuses a sign-only template and makes keys that sign and decrypt.
+    out_has "the tool said the TPM chose the key's usage" \
+        "warning: the token refused a sign-only key; it generated the key with the usage it chooses itself"
+    is "every private key signs (and, the TPM's choice, decrypts)" \
+        "$(grep -c 'Usage: *decrypt, sign$' "$WORK/privkeys.txt")" $nkeys
+else
+    is "every private key signs and does nothing else" "$(grep -c 'Usage: *sign$' "$WORK/privkeys.txt")" $nkeys
+fi
 
 # ---- list
+json_want=()
+for l in "${labels[@]}"; do json_want+=("$l=${desc[$l]}"); done
 rc_is "list (human)" 0 "$TOOL" list "pkcs11:token=$LABEL"
 out_has "human list pairs a key with its certificate" "^        certificate pkcs11:token=$LABEL;id=.*;object=p256;type=cert$"
 out_has "human list shows days left" "\(29 days left\)|\(30 days left\)"
@@ -94,10 +152,9 @@ for label, typ in want.items():
 assert keys["fixed"]["id"] == "0a0b" and keys["fixed"]["certificate"] is None
 cas = [c for c in tok["certificates"] if c["ca"]]
 assert len(cas) == 2 and all(c["key"] is None and c["id"] == "" for c in cas), cas
-' "$WORK/last.out" p256="EC P-256" p384="EC P-384" rsa2048="RSA 2048" rsa3072="RSA 3072" \
-    ed25519=Ed25519
+' "$WORK/last.out" "${json_want[@]}"
 
-pkcs11-tool --module "$FX_SOFTHSM_MODULE" --token-label "$LABEL" --login --pin 4321 \
+pkcs11-tool --module "$FX_TOKEN_MODULE" --token-label "$LABEL" --login --pin 4321 \
     --delete-object --type pubkey --label fixed >/dev/null 2>&1
 rc_is "list a key whose public half is gone, with a login" 0 "$TOOL" list \
     "pkcs11:token=$LABEL;object=fixed" --json --pin-source "$PIN"
@@ -117,7 +174,7 @@ is "...the same URI" "$(cat "$WORK/last.out")" "${uri[p256]}"
 rc_is "pem-uri refuses a key that is not there" 1 "$TOOL" pem-uri \
     --key "pkcs11:token=$LABEL;object=nosuch" -o "$WORK/nosuch.pem"
 rc_is "pem-uri refuses a URI with module-path" 2 "$TOOL" pem-uri \
-    --key "${uri[p256]}?module-path=$FX_SOFTHSM_MODULE" -o "$WORK/modpath.pem"
+    --key "${uri[p256]}?module-path=$FX_TOKEN_MODULE" -o "$WORK/modpath.pem"
 out_has "... and says why" "module-path is refused in a key file"
 check "... and writes no file" test ! -e "$WORK/modpath.pem"
 
@@ -142,6 +199,10 @@ for l in "${labels[@]}"; do
     client "$port12" "${uri[$l]}?pin-source=$PIN" "$WORK/$l.pem" default p11mtls >"$WORK/c12-$l.log" 2>&1
     is "$l: presented over TLS 1.2" "$(fx_s_server_peer srv12)" "CN = device-$l, UID = dev-$l"
 done
+if [ "$P11M_TEST_TOKEN" = tpm ]; then
+    skip "ed25519: presented over TLS 1.3" "the TPM makes no Ed25519 key"
+    skip "ed25519: presented over TLS 1.2" "the TPM makes no Ed25519 key"
+fi
 FX_PIN_FILE=$WORK/pin.txt fx_provider_cnf "$WORK/openssl.cnf"
 OPENSSL_CONF=$WORK/openssl.cnf with_asan openssl s_client -connect "127.0.0.1:$port13" -CAfile "$FX_CA_ROOT" \
     -key "$WORK/p256-key.pem" -cert "$WORK/p256.pem" </dev/null >"$WORK/cpem.log" 2>&1
