@@ -539,7 +539,10 @@ static int list_gather(const struct list_opts *o, P11M_MODULE *mod, P11KitUri *u
     if (o->login || o->pin_source != NULL) {
         tool_login_info(&li, o->pin_source);
         for (size_t t = 0; t < toks->n; t++)
-            if (p11m_login(toks->v[t], &li))
+            /* A token without a user PIN (NSS's "Generic Crypto Services") hides no
+             * private half; the token line already says its PIN is not initialised. */
+            if ((p11m_token_info(toks->v[t])->flags & CKF_USER_PIN_INITIALIZED) &&
+                p11m_login(toks->v[t], &li))
                 list_check_private(toks->v[t], uri, g->keys);
     }
     list_pair(g->keys, g->certs);

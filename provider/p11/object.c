@@ -500,7 +500,11 @@ static int find_private(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE
         n = find_class(run, tok, sess, CKO_CERTIFICATE, CKO_PRIVATE_KEY);
     if (n != 0)
         return n;
-    /* Nothing public to go by: only a login can show whether the key exists. */
+    /* Nothing public to go by: only a login can show whether the key exists, on a
+     * token with a user PIN to log in with. One without (NSS softokn's "Generic
+     * Crypto Services" beside its key database) hides nothing: no failure there. */
+    if (!(p11m_token_info(tok)->flags & CKF_USER_PIN_INITIALIZED))
+        return 0;
     if (!p11m_login(tok, &run->li))
         return -1;
     return find_class(run, tok, sess, CKO_PRIVATE_KEY, CKO_PRIVATE_KEY);
