@@ -14,7 +14,9 @@
 # CA issues the certificate and `cert import` stores it (and the intermediate) next to
 # the key; openssl s_client (TLS 1.2, 1.3) and a C client present it to s_server
 # through the provider; curl under `p11mtls run` presents it to nginx; doctor checks
-# it; fork, and a wrong PIN (refused once, never tried again by another process).
+# it; fork, and a wrong PIN (refused once, never tried again by another process). With a
+# second PIN-protected token (SoftHSM2) behind the same proxy, a key URI naming no token
+# never tries softokn's PIN on it.
 # shellcheck disable=SC2016 # single-quoted strings are expanded by the user's shell
 source "$(dirname "$0")/common.sh"
 fx_workdir provider-p11kit-nss
@@ -71,7 +73,7 @@ if [ "${#unreachable[@]}" -gt 0 ]; then
     bail_out "the unprivileged user cannot reach the build tree"
 fi
 
-plan 28
+plan 29
 
 # SoftHSM2 stays registered system-wide: give it an empty directory of the user's.
 printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
@@ -169,12 +171,27 @@ for v in -tls1_2 -tls1_3; do
     is "s_client $v, key and certificate from softokn by URI: the server verified the device" \
         "$(fx_s_server_peer "srv$v")" "$SUBJECT"
 done
-# A URI without token=: every token p11-kit offers is searched; softokn's other token,
-# which has no user PIN, must not leave an error behind a successful load.
+# URIs without token=: every token p11-kit offers is searched. From here on it offers the
+# fixture's SoftHSM2 token too (its own PIN), as well as softokn's second token, which
+# has no user PIN. Neither may get a login with softokn's PIN, nor leave an error behind
+# a successful load.
+cp -a "$FX_CACHE/token/." "$U/softhsm/"
+[ "${#AS[@]}" -eq 0 ] || chown -R "$NUID:$NGID" "$U/softhsm"
+logins() { grep -c '^p11mtls\[[0-9]*\]: C_Login(' "$1"; }
+refusals() { cat "$U"/run/*.refused 2>/dev/null | grep -vc '^#'; }
+USER_ENV=(OPENSSL_CONF="$U/openssl.cnf" P11MTLS_DEBUG="2,file:$U/load.log")
 as_user --asan "$TPROV" load 'pkcs11:object=device;type=private' >load.out 2>&1
 fx_drop_foreign_noise load.out
-is "a key URI naming no token loads, with an empty error queue" "$(cat load.out)" \
-    "loaded, error queue empty"
+is "a key URI naming no token loads from softokn, error queue empty, no login anywhere" \
+    "$(cat load.out) $(as_user "$P11M_TOOL" list | grep -c '^token ') tokens, $(logins "$U/load.log") logins" \
+    "loaded, error queue empty 3 tokens, 0 logins"
+USER_ENV=(OPENSSL_CONF="$U/openssl.cnf" P11MTLS_DEBUG="2,file:$U/nosuch.log")
+as_user --asan "$TPROV" load 'pkcs11:object=nosuch;type=private' >nosuch.out 2>&1
+fx_drop_foreign_noise nosuch.out
+like "a key nothing public names, two tokens with PINs: no PIN tried, a clear error" \
+    "$(logins "$U/nosuch.log") logins, $(refusals) refusals: $(cat nosuch.out)" \
+    "^0 logins, 0 refusals: not loaded.* 2 tokens \('(p11mtls-test|NSS Certificate DB)', '(p11mtls-test|NSS Certificate DB)'\) need a login .* name the token in the URI"
+USER_ENV=(OPENSSL_CONF="$U/openssl.cnf")
 as_user --asan "$TPROV" tls "$FX_PORT" 'pkcs11:object=device;type=cert' \
     'pkcs11:object=device;type=private' >tprov-tls.log 2>&1
 is "C client (SSL_CTX_use_PrivateKey), URIs naming no token: the server verified the device" \
