@@ -73,7 +73,7 @@ if [ "${#unreachable[@]}" -gt 0 ]; then
     bail_out "the unprivileged user cannot reach the build tree"
 fi
 
-plan 29
+plan 31
 
 # SoftHSM2 stays registered system-wide: give it an empty directory of the user's.
 printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
@@ -191,6 +191,16 @@ fx_drop_foreign_noise nosuch.out
 like "a key nothing public names, two tokens with PINs: no PIN tried, a clear error" \
     "$(logins "$U/nosuch.log") logins, $(refusals) refusals: $(cat nosuch.out)" \
     "^0 logins, 0 refusals: not loaded.* 2 tokens \('(p11mtls-test|NSS Certificate DB)', '(p11mtls-test|NSS Certificate DB)'\) need a login .* name the token in the URI"
+USER_ENV=(P11MTLS_DEBUG="2,file:$U/list-all.log")
+as_user "$P11M_TOOL" list --pin-source "file:$U/pin" >list-all.out 2>&1
+rc=$?
+like "list --pin-source, every token: one PIN is not tried on two tokens with PINs" \
+    "rc=$rc $(logins "$U/list-all.log") logins, $(refusals) refusals: $(grep warning list-all.out)" \
+    "^rc=0 0 logins, 0 refusals: p11mtls: warning: 2 tokens have a user PIN .* name the token"
+USER_ENV=()
+like "list URI --pin-source, one token named: its private halves are checked" \
+    "$(as_user "$P11M_TOOL" list "$TOK" --pin-source "file:$U/pin" 2>&1)" \
+    "object=device;type=private"$'\n'" +EC P-256, private half present"
 USER_ENV=(OPENSSL_CONF="$U/openssl.cnf")
 as_user --asan "$TPROV" tls "$FX_PORT" 'pkcs11:object=device;type=cert' \
     'pkcs11:object=device;type=private' >tprov-tls.log 2>&1
