@@ -517,6 +517,32 @@ static void list_json_token(struct json *j, P11M_TOKEN *tok, const struct lset *
 
 /* ---- the command ---- */
 
+/* A token without a user PIN (NSS's "Generic Crypto Services") hides no private half;
+ * its token line already says that its PIN is not initialised. */
+static int list_pin_token(P11M_TOKEN *tok)
+{
+    return (p11m_token_info(tok)->flags & CKF_USER_PIN_INITIALIZED) != 0;
+}
+
+/* A PIN source holds one token's PIN: tried on several tokens (p11-kit's proxy offers
+ * every registered one), it would be a wrong PIN for all but one. Asked on a terminal,
+ * each token gets its own. */
+static int list_login_allowed(const struct list_opts *o, const P11M_TOKEN_LIST *toks)
+{
+    size_t n = 0;
+
+    if (o->pin_source == NULL)
+        return 1;
+    for (size_t t = 0; t < toks->n; t++)
+        n += list_pin_token(toks->v[t]);
+    if (n <= 1)
+        return 1;
+    tool_warn("%zu tokens have a user PIN and --pin-source gives one: no login tried; "
+              "name the token in the URI (token=...) to check its private halves",
+              n);
+    return 0;
+}
+
 static int list_gather(const struct list_opts *o, P11M_MODULE *mod, P11KitUri *uri,
                        P11M_TOKEN_LIST *toks, struct gather *g)
 {
@@ -536,10 +562,10 @@ static int list_gather(const struct list_opts *o, P11M_MODULE *mod, P11KitUri *u
             tool_obj_uri(g->keys->v[i].tok, CKO_PRIVATE_KEY, g->keys->v[i].id,
                          g->keys->v[i].idlen, g->keys->v[i].label);
     }
-    if (o->login || o->pin_source != NULL) {
+    if ((o->login || o->pin_source != NULL) && list_login_allowed(o, toks)) {
         tool_login_info(&li, o->pin_source);
         for (size_t t = 0; t < toks->n; t++)
-            if (p11m_login(toks->v[t], &li))
+            if (list_pin_token(toks->v[t]) && p11m_login(toks->v[t], &li))
                 list_check_private(toks->v[t], uri, g->keys);
     }
     list_pair(g->keys, g->certs);

@@ -379,6 +379,10 @@ struct find_run {
     int count;
     int stop;
     P11M_LOGIN_INFO li; /* URI's PIN info, else the caller's */
+    /* Tokens where only a login could show the private key (find_private): counted,
+     * the first two kept, so that a login is tried on one token only (find_by_login). */
+    size_t n_login;
+    P11M_TOKEN *login_tok[2];
 };
 
 static int find_emit(struct find_run *run, P11M_OBJ *obj)
@@ -500,10 +504,47 @@ static int find_private(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE
         n = find_class(run, tok, sess, CKO_CERTIFICATE, CKO_PRIVATE_KEY);
     if (n != 0)
         return n;
-    /* Nothing public to go by: only a login can show whether the key exists. */
-    if (!p11m_login(tok, &run->li))
+    /* Nothing public to go by: only a login can show whether the key exists, on a
+     * token with a user PIN to log in with (NSS softokn's "Generic Crypto Services"
+     * beside its key database has none, and hides nothing). Whether to log in is
+     * decided once every token has been searched without one (find_by_login). */
+    if (p11m_token_info(tok)->flags & CKF_USER_PIN_INITIALIZED) {
+        if (run->n_login < 2)
+            run->login_tok[run->n_login] = tok;
+        run->n_login++;
+    }
+    return 0;
+}
+
+/*
+ * Nothing the URI names was found without a login. The PIN is meant for one token: it
+ * is tried only when one token is left that a login could show the key on. With more
+ * (p11-kit's proxy offers every registered token), trying it on each would be a wrong
+ * PIN for all but one: a retry counter spent, a TPM's lockout counter raised.
+ */
+static int find_by_login(struct find_run *run)
+{
+    CK_SESSION_HANDLE sess;
+    char a[40], b[40];
+    int n;
+
+    if (run->n_login > 1) {
+        p11m_token_label(run->login_tok[0], a, sizeof(a));
+        p11m_token_label(run->login_tok[1], b, sizeof(b));
+        p11m_raise(P11M_R_NO_OBJECT,
+                   "no public key or certificate matches the URI, and %zu tokens ('%s', "
+                   "'%s'%s) need a login to show private keys: name the token in the "
+                   "URI (token=...) so that the PIN is tried on that token only",
+                   run->n_login, a, b, run->n_login > 2 ? ", ..." : "");
         return -1;
-    return find_class(run, tok, sess, CKO_PRIVATE_KEY, CKO_PRIVATE_KEY);
+    }
+    if (!p11m_login(run->login_tok[0], &run->li))
+        return -1;
+    if (p11m_session_get(run->login_tok[0], &sess) != CKR_OK)
+        return -1;
+    n = find_class(run, run->login_tok[0], sess, CKO_PRIVATE_KEY, CKO_PRIVATE_KEY);
+    p11m_session_put(run->login_tok[0], sess, CKR_OK);
+    return n;
 }
 
 static CK_OBJECT_CLASS find_wanted_class(const P11M_FIND_ARGS *args)
@@ -539,7 +580,7 @@ static int find_on_token(struct find_run *run, P11M_TOKEN *tok)
 int p11m_objects_find(P11M_MODULE *mod, const P11M_FIND_ARGS *args, p11m_obj_cb *cb,
                       void *arg)
 {
-    struct find_run run = {args, cb, arg, 0, 0, {NULL, NULL, NULL, NULL}};
+    struct find_run run = {.args = args, .cb = cb, .cb_arg = arg};
     P11M_TOKEN_LIST list;
     int err = 0;
 
@@ -564,6 +605,8 @@ int p11m_objects_find(P11M_MODULE *mod, const P11M_FIND_ARGS *args, p11m_obj_cb 
     for (size_t i = 0; i < list.n && !run.stop; i++)
         if (find_on_token(&run, list.v[i]) < 0)
             err = 1;
+    if (run.count == 0 && run.n_login > 0 && find_by_login(&run) < 0)
+        err = 1;
     p11m_token_list_free(&list);
     /* A failure on one token does not hide what another token had. */
     return err && run.count == 0 ? -1 : run.count;

@@ -275,7 +275,8 @@ void p11m_refusal_record(int fd, const CK_TOKEN_INFO *ti, const char *source,
  * (class, CKA_ID, label) so that after fork or token re-insertion its handle is refreshed
  * transparently. Before login, a private key is found through its public half or
  * certificate (same CKA_ID), and its handle is looked up at first use, after login; once
- * logged in, only private keys that are really there are found.
+ * logged in, only private keys that are really there are found. With nothing public to
+ * go by, a login is tried only when one of the tokens searched has a user PIN.
  */
 typedef struct p11m_obj P11M_OBJ;
 

@@ -11,6 +11,7 @@
  *   tprov checks URI CERTFILE      libssl's key checks against the certificate
  *   tprov loop URI N MS            N attempts MS apart: load the key if not loaded yet,
  *                                  sign; one line each: "N ok" or "N FAIL <error>"
+ *   tprov load URI                 the key loads and leaves the error queue empty
  *
  * Exit 0 on success; failures print the OpenSSL error queue.
  */
@@ -275,6 +276,23 @@ static int cmd_tls(const char *port, const char *cert_uri, const char *key_arg,
     return !ok;
 }
 
+/* A load that succeeded must leave nothing on the error queue: applications that look
+ * at it after a successful call (SSL_get_error does) would take it for a failure. */
+static int cmd_load(const char *uri)
+{
+    EVP_PKEY *key;
+    int ok;
+
+    ERR_clear_error();
+    key = load(uri, OSSL_STORE_INFO_PKEY);
+    ok = key != NULL && ERR_peek_error() == 0;
+    printf("%s, error queue %s\n", key != NULL ? "loaded" : "not loaded",
+           ERR_peek_error() == 0 ? "empty" : "not empty:");
+    ERR_print_errors_fp(stdout);
+    EVP_PKEY_free(key);
+    return !ok;
+}
+
 /* Keeps trying, as a long-running service would, while a test takes the token away. */
 static int cmd_loop(const char *uri, int n, int ms)
 {
@@ -315,6 +333,8 @@ int main(int argc, char **argv)
         rc = cmd_checks(argv[2], argv[3]);
     else if (argc >= 5 && strcmp(argv[1], "loop") == 0)
         rc = cmd_loop(argv[2], atoi(argv[3]), atoi(argv[4]));
+    else if (argc >= 3 && strcmp(argv[1], "load") == 0)
+        rc = cmd_load(argv[2]);
     else if (argc >= 5 && strcmp(argv[1], "tls") == 0)
         rc =
             cmd_tls(argv[2], argv[3], argv[4], argc >= 6 && strcmp(argv[5], "file") == 0);
