@@ -80,6 +80,8 @@ rel_shim_conf() { # OUT LABEL PATTERN...
         echo "rules = rules"
         echo "log = file:$WORK/shim.log"
         echo "log_level = ${REL_LOG_LEVEL:-info}"
+        # loads are counted: no periodic re-read unless a test asks for it
+        echo "reload_interval = ${REL_RELOAD_INTERVAL:-0}"
         echo "${REL_MAIN_EXTRA:-}"
         echo "[ids]"
         echo "device = device_id"

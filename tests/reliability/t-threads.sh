@@ -21,8 +21,7 @@ if [ "$mode" = provider ]; then
         >out 2>&1
     rc=$?
 else
-    # one load is asserted: no periodic re-read however long a loaded machine takes
-    REL_LOG_LEVEL=debug REL_MAIN_EXTRA="reload_interval = 0" rel_shim_conf shim.conf p256 localhost
+    REL_LOG_LEVEL=debug rel_shim_conf shim.conf p256 localhost
     rel_shim "$WORK/shim.conf" rel_tls --sni localhost "${args[@]}" threads >out 2>&1
     rc=$?
 fi
