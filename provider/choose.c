@@ -10,10 +10,12 @@
 #include "choose.h"
 
 struct rank {
-    int has;       /* a certificate was found (keys) or parsed (certificates) */
-    int valid;     /* valid now */
-    int64_t after; /* seconds from now to notAfter */
-    size_t pos;    /* the token's order, for ties */
+    int has;        /* a certificate was found (keys) or parsed (certificates) */
+    int valid;      /* valid now */
+    int64_t after;  /* seconds from now to notAfter */
+    int64_t before; /* seconds from now to notBefore: of two equal notAfters, the later
+                       issued */
+    size_t pos;     /* the token's order, for ties */
     P11M_OBJ *obj;
 };
 
@@ -22,15 +24,21 @@ static void rank_cert(const X509 *x, struct rank *r)
     int days = 0, secs = 0;
     int valid = X509_cmp_time(X509_get0_notBefore(x), NULL) < 0 &&
                 X509_cmp_time(X509_get0_notAfter(x), NULL) > 0;
-    int64_t after;
+    int64_t after, before;
 
     if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)))
         return;
     after = (int64_t) days * 86400 + secs;
-    if (!r->has || valid > r->valid || (valid == r->valid && after > r->after)) {
+    if (!ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notBefore(x)))
+        return;
+    before = (int64_t) days * 86400 + secs;
+    if (!r->has || valid > r->valid ||
+        (valid == r->valid &&
+         (after > r->after || (after == r->after && before > r->before)))) {
         r->has = 1;
         r->valid = valid;
         r->after = after;
+        r->before = before;
     }
 }
 
@@ -44,12 +52,14 @@ static int rank_cmp(const void *pa, const void *pb)
         return b->valid - a->valid;
     if (a->after != b->after)
         return a->after > b->after ? -1 : 1;
+    if (a->before != b->before)
+        return a->before > b->before ? -1 : 1;
     return a->pos < b->pos ? -1 : a->pos > b->pos;
 }
 
 int p11m_choose_cert_cmp(const X509 *a, const X509 *b)
 {
-    struct rank ra = {0, 0, 0, 0, NULL}, rb = {0, 0, 0, 1, NULL};
+    struct rank ra = {0, 0, 0, 0, 0, NULL}, rb = {0, 0, 0, 0, 1, NULL};
 
     rank_cert(a, &ra);
     rank_cert(b, &rb);
