@@ -4,8 +4,8 @@
  * without any configuration change.
  *
  * Certificates: the one valid now with the latest notAfter first (on a tie, the latest
- * notBefore); then the others by notAfter, latest first. Private and public keys: by the same rank of the best
- * certificate with the key's CKA_ID and label on its token; keys without one last (a key
+ * notBefore); then the others by notAfter, latest first. Private and public keys: by
+ * the same rank of the best certificate with the key's CKA_ID and label on its token; keys without one last (a key
  * whose certificate is not stored, or not relabelled, yet is never chosen). Ties keep the
  * token's order.
  */
