@@ -5,9 +5,9 @@
  *
  * Certificates: the one valid now with the latest notAfter first (on a tie, the latest
  * notBefore); then the others by notAfter, latest first. Private and public keys: by
- * the same rank of the best certificate with the key's CKA_ID and label on its token; keys without one last (a key
- * whose certificate is not stored, or not relabelled, yet is never chosen). Ties keep the
- * token's order.
+ * the same rank of the best certificate with the key's CKA_ID and label on its token;
+ * keys without one last (a key whose certificate is not stored, or not relabelled, yet
+ * is never chosen). Ties keep the token's order.
  */
 #ifndef P11M_CHOOSE_H
 #define P11M_CHOOSE_H
