@@ -106,7 +106,7 @@ static void rank_key(P11M_MODULE *mod, P11M_OBJ *key, struct rank *r)
     if (p11_kit_uri_set_attribute(uri, &a[0]) == P11_KIT_URI_OK &&
         p11_kit_uri_set_attribute(uri, &a[1]) == P11_KIT_URI_OK &&
         (*label == '\0' || p11_kit_uri_set_attribute(uri, &a[2]) == P11_KIT_URI_OK))
-        p11m_objects_find(mod, &args, rank_take, r);
+        p11m_obj_find(mod, &args, rank_take, r, NULL); /* nothing found: no rank */
     p11_kit_uri_free(uri);
 }
 

@@ -50,6 +50,7 @@ static P11M_KEY *dec_load(P11M_PROV *prov, const char *uri_string, P11M_PROV_PW 
     P11M_FIND_ARGS args;
     P11M_OBJ *obj = NULL;
     P11M_KEY *key = NULL;
+    size_t n;
 
     p11m_prov_enter(prov, &scope);
     uri = p11m_uri_parse(uri_string);
@@ -67,7 +68,7 @@ static P11M_KEY *dec_load(P11M_PROV *prov, const char *uri_string, P11M_PROV_PW 
         args.uri = uri;
         args.cls = CKO_PRIVATE_KEY;
         args.li = &li;
-        if (p11m_objects_find(mod, &args, dec_take_first, &obj) == 0)
+        if (p11m_obj_find(mod, &args, dec_take_first, &obj, &n) == CKR_OK && n == 0)
             p11m_prov_raise(prov, P11M_R_NO_OBJECT, "no private key matches %s",
                             P11M_PEMURI_LABEL " file's URI");
     }

@@ -141,7 +141,7 @@ int p11m_prov_pw_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li, P11KitUri *ur
     if (li->cb == NULL || li->pin_source != NULL ||
         p11_kit_uri_get_pin_value(uri) != NULL || p11_kit_uri_get_pin_source(uri) != NULL)
         return 1;
-    return p11m_login(tok, li);
+    return p11m_token_login(tok, li) == CKR_OK;
 }
 
 /* Parameter names in the provider's openssl.cnf section. */

@@ -144,7 +144,7 @@ static int store_search_in(STORE_CTX *ctx, OSSL_PASSPHRASE_CALLBACK *pw_cb,
     P11M_PROV_PW pw = {pw_cb, pw_cbarg};
     P11M_LOGIN_INFO li;
     P11M_FIND_ARGS args;
-    int n;
+    size_t n;
 
     p11m_prov_login_info_pw(ctx->prov, &li, &pw);
     memset(&args, 0, sizeof(args));
@@ -153,8 +153,7 @@ static int store_search_in(STORE_CTX *ctx, OSSL_PASSPHRASE_CALLBACK *pw_cb,
     args.li = &li;
     args.subject = ctx->subject;
     args.subject_len = ctx->subject_len;
-    n = p11m_objects_find(ctx->mod, &args, store_collect, ctx);
-    if (n < 0)
+    if (p11m_obj_find(ctx->mod, &args, store_collect, ctx, &n) != CKR_OK)
         return 0;
     /* A renewal leaves old and new side by side for a moment: the new one goes first. */
     if (args.cls != (CK_OBJECT_CLASS) -1)

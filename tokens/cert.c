@@ -233,7 +233,7 @@ static int cert_store(const struct import_opts *o, P11M_OBJ *key, X509 *x,
     tool_login_info(&li, o->pin_source);
     if (!cert_der_get(x, &d))
         return 0;
-    if (!p11m_login(tok, &li) || p11m_session_open_rw(tok, &s) != CKR_OK)
+    if (p11m_token_login(tok, &li) != CKR_OK || p11m_session_open_rw(tok, &s) != CKR_OK)
         goto done;
     have = cert_existing(tok, s, key, &d, o->force);
     if (have == 0) {

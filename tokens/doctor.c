@@ -316,7 +316,7 @@ static void doc_list_labels(P11M_MODULE *mod)
     P11M_TOKEN_LIST list = {NULL, 0};
     char label[40];
 
-    if (all != NULL && p11m_tokens_find(mod, all, &list) && list.n > 0) {
+    if (all != NULL && p11m_token_list_fill(mod, all, &list) == CKR_OK && list.n > 0) {
         printf("                 tokens present:");
         for (size_t i = 0; i < list.n; i++)
             printf(" '%s'", p11m_token_label(list.v[i], label, sizeof(label)));
@@ -331,7 +331,7 @@ static int doc_token(struct doc *d, P11M_MODULE *mod, P11KitUri *uri)
     P11M_TOKEN_LIST list = {NULL, 0};
     char label[40];
 
-    if (!p11m_tokens_find(mod, uri, &list)) {
+    if (p11m_token_list_fill(mod, uri, &list) != CKR_OK) {
         doc_line(d, DOC_FAIL, "token", "%s", doc_core_error());
         return 0;
     }
@@ -390,7 +390,7 @@ static int doc_pin_source(struct doc *d)
         doc_fix("add pin_source = file:/PATH (mode 0600) to [%s]", d->ic->section);
         return 0;
     }
-    if (!p11m_pin_read(d->pin_source, &pin)) {
+    if (p11m_pin_load(d->pin_source, &pin) != CKR_OK) {
         doc_line(d, DOC_FAIL, "pin", "%s", doc_core_error());
         doc_fix("make %s readable by this user only, holding the user PIN",
                 d->pin_source);
@@ -466,7 +466,7 @@ static P11M_OBJ *doc_find(P11M_MODULE *mod, const char *s, CK_OBJECT_CLASS cls, 
     struct doc_pick pick = {NULL, 0};
 
     *n = -1;
-    if (uri != NULL && p11m_objects_find(mod, &args, doc_pick_cb, &pick) >= 0)
+    if (uri != NULL && p11m_obj_find(mod, &args, doc_pick_cb, &pick, NULL) == CKR_OK)
         *n = pick.n;
     p11_kit_uri_free(uri);
     return pick.obj;
@@ -583,7 +583,7 @@ static STACK_OF(X509) * doc_chain_from_token(P11M_MODULE *mod, const char *s)
     P11M_FIND_ARGS args = {uri, CKO_CERTIFICATE, NULL, NULL, 0};
     STACK_OF(X509) *sk = uri != NULL ? sk_X509_new_null() : NULL;
 
-    if (sk != NULL && p11m_objects_find(mod, &args, doc_collect_cb, sk) < 0) {
+    if (sk != NULL && p11m_obj_find(mod, &args, doc_collect_cb, sk, NULL) != CKR_OK) {
         sk_X509_pop_free(sk, X509_free);
         sk = NULL;
     }
@@ -673,7 +673,7 @@ static int doc_login(struct doc *d)
 
     memset(&li, 0, sizeof(li));
     li.pin_source = d->pin_source; /* no prompt: the preload library never asks either */
-    if (p11m_login(d->tok, &li)) {
+    if (p11m_token_login(d->tok, &li) == CKR_OK) {
         doc_line(d, DOC_OK, "login", "the token accepts the PIN from %s",
                  d->pin_source != NULL ? d->pin_source : "(none needed)");
         return 1;

@@ -489,7 +489,7 @@ static int enroll_protect(struct cmp_run *r, struct ids *ids, OSSL_CMP_CTX *ctx,
     int ok = 0;
 
     if (o->secret_source != NULL) {
-        if (!p11m_pin_read(o->secret_source, &sec))
+        if (p11m_pin_load(o->secret_source, &sec) != CKR_OK)
             return 0;
         ok = OSSL_CMP_CTX_set1_referenceValue(ctx, (const unsigned char *) o->ref,
                                               (int) strlen(o->ref)) &&
@@ -531,7 +531,7 @@ static P11M_OBJ *enroll_key(const struct cmp_opts *o, struct ids *ids,
     P11M_OBJ *key = ids_key(ids, o->identity, NULL, 0, li);
     int ok;
 
-    if (key != NULL || !p11m_login(ids->tok, li))
+    if (key != NULL || p11m_token_login(ids->tok, li) != CKR_OK)
         return key;
     if (p11m_session_open_rw(ids->tok, &s) != CKR_OK)
         return NULL;
@@ -552,7 +552,8 @@ static int enroll_store(struct ids *ids, P11M_OBJ *key, X509 *x, STACK_OF(X509) 
     const unsigned char *id = p11m_obj_id(key, &idlen);
     int ok;
 
-    if (!p11m_login(ids->tok, li) || p11m_session_open_rw(ids->tok, &s) != CKR_OK)
+    if (p11m_token_login(ids->tok, li) != CKR_OK ||
+        p11m_session_open_rw(ids->tok, &s) != CKR_OK)
         return 0;
     /* The chain first: a crash before the certificate leaves only CA certificates. */
     ok = ids_store_chain(ids, s, cas, x) &&
@@ -754,7 +755,8 @@ static int renew_write(const struct cmp_opts *o, struct renew_state *st, X509 *x
         fprintf(stderr, "p11mtls: the CA returned the current certificate again\n");
         return 1;
     }
-    if (!p11m_login(st->ids.tok, li) || p11m_session_open_rw(st->ids.tok, &s) != CKR_OK)
+    if (p11m_token_login(st->ids.tok, li) != CKR_OK ||
+        p11m_session_open_rw(st->ids.tok, &s) != CKR_OK)
         return 0;
     ok = ids_store_chain(&st->ids, s, cas, x) &&
          ids_store_cert(&st->ids, s, x,
@@ -777,7 +779,8 @@ static int renew_finish(const struct cmp_opts *o, struct renew_state *st, P11Kit
 
     ids_free(&st->ids);
     if (!ids_load(&st->ids, tu, o->module, o->identity) ||
-        p11m_session_open_rw(st->ids.tok, &s) != CKR_OK || !p11m_login(st->ids.tok, li))
+        p11m_token_login(st->ids.tok, li) != CKR_OK ||
+        p11m_session_open_rw(st->ids.tok, &s) != CKR_OK)
         return 0;
     ok = renew_tidy(&st->ids, s, li, o->grace);
     p11m_session_close(st->ids.tok, s);
@@ -804,7 +807,7 @@ static int renew_recover(const struct cmp_opts *o, struct renew_state *st, P11Ki
     px = ids_cert(&st->pending);
     if (px != NULL && X509_cmp_time(X509_get0_notAfter(px), NULL) > 0) {
         id = ids_id(&st->pending, &idlen);
-        if (!p11m_login(st->ids.tok, li) ||
+        if (p11m_token_login(st->ids.tok, li) != CKR_OK ||
             p11m_session_open_rw(st->ids.tok, &s) != CKR_OK)
             return -1;
         fprintf(stderr, "p11mtls: finishing an interrupted renewal of '%s'\n",

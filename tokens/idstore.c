@@ -71,7 +71,8 @@ static int ids_take_cert_any(P11M_OBJ *obj, void *arg)
     return ids_take_cert(obj, &c);
 }
 
-/* Calls p11m_objects_find for class cls and label (NULL: any) on the identity's token. */
+/* Calls p11m_obj_find for class cls and label (NULL: any) on the identity's token. 1 on
+ * success (even with nothing found), 0 on error (raised). */
 static int ids_find(struct ids *ids, CK_OBJECT_CLASS cls, const char *label,
                     const unsigned char *id, size_t idlen, P11M_LOGIN_INFO *li,
                     p11m_obj_cb *cb, void *arg)
@@ -79,11 +80,11 @@ static int ids_find(struct ids *ids, CK_OBJECT_CLASS cls, const char *label,
     char *s = tool_obj_uri(ids->tok, cls, id, idlen, label);
     P11KitUri *uri = s != NULL ? p11m_uri_parse(s) : NULL;
     P11M_FIND_ARGS args = {uri, cls, li, NULL, 0};
-    int n = uri != NULL ? p11m_objects_find(ids->mod, &args, cb, arg) : -1;
+    int ok = uri != NULL && p11m_obj_find(ids->mod, &args, cb, arg, NULL) == CKR_OK;
 
     p11_kit_uri_free(uri);
     free(s);
-    return n;
+    return ok;
 }
 
 int ids_choose(X509 *const *v, size_t n)
@@ -110,11 +111,11 @@ int ids_load(struct ids *ids, P11KitUri *tokuri, const char *module, const char 
         (ids->tok = tool_token_one(ids->mod, tokuri)) == NULL ||
         (ids->chain = sk_X509_new_null()) == NULL)
         return 0;
-    if (ids_find(ids, CKO_CERTIFICATE, label, NULL, 0, NULL, ids_take_cert, &c) < 0)
+    if (!ids_find(ids, CKO_CERTIFICATE, label, NULL, 0, NULL, ids_take_cert, &c))
         return 0;
     snprintf(prefix, sizeof(prefix), "%s-ca", label);
     c.prefix = prefix;
-    if (ids_find(ids, CKO_CERTIFICATE, NULL, NULL, 0, NULL, ids_take_cert, &c) < 0)
+    if (!ids_find(ids, CKO_CERTIFICATE, NULL, NULL, 0, NULL, ids_take_cert, &c))
         return 0;
     if (ids->n_certs > 0 && (xs = calloc(ids->n_certs, sizeof(*xs))) != NULL) {
         for (size_t i = 0; i < ids->n_certs; i++)
@@ -163,7 +164,7 @@ P11M_OBJ *ids_key(struct ids *ids, const char *label, const unsigned char *id,
 {
     P11M_OBJ *key = NULL;
 
-    if (ids_find(ids, CKO_PRIVATE_KEY, label, id, idlen, li, ids_take_first, &key) < 0) {
+    if (!ids_find(ids, CKO_PRIVATE_KEY, label, id, idlen, li, ids_take_first, &key)) {
         p11m_obj_free(key);
         return NULL;
     }
@@ -312,8 +313,8 @@ static int ids_has_cert(struct ids *ids, const unsigned char *id, size_t idlen)
     fresh.tok = ids->tok;
     memcpy(fresh.label, ids->label, sizeof(fresh.label));
     fresh.chosen = -1;
-    if (ids_find(&fresh, CKO_CERTIFICATE, ids->label, id, idlen, NULL, ids_take_cert_any,
-                 &fresh) < 0)
+    if (!ids_find(&fresh, CKO_CERTIFICATE, ids->label, id, idlen, NULL, ids_take_cert_any,
+                  &fresh))
         found = 1; /* when in doubt, keep the key */
     found |= fresh.n_certs > 0;
     for (size_t i = 0; i < fresh.n_certs; i++) {
@@ -331,8 +332,7 @@ int ids_destroy_orphans(struct ids *ids, CK_SESSION_HANDLE s, P11M_LOGIN_INFO *l
     struct ids_orphans o = {{NULL}, 0};
     size_t idlen, oidlen;
     const unsigned char *id = ids_id(ids, &idlen), *oid;
-    int ok =
-        ids_find(ids, CKO_PRIVATE_KEY, ids->label, NULL, 0, li, ids_take_key, &o) >= 0;
+    int ok = ids_find(ids, CKO_PRIVATE_KEY, ids->label, NULL, 0, li, ids_take_key, &o);
 
     for (size_t i = 0; i < o.n; i++) {
         oid = p11m_obj_id(o.v[i], &oidlen);

@@ -303,7 +303,7 @@ static int key_do_generate(const struct gen_opts *o)
         goto done;
     }
     tool_login_info(&li, o->pin_source);
-    if (!p11m_login(tok, &li) || p11m_session_open_rw(tok, &s) != CKR_OK)
+    if (p11m_token_login(tok, &li) != CKR_OK || p11m_session_open_rw(tok, &s) != CKR_OK)
         goto done;
     if (key_check_free(tok, s, &g) && key_generate_retry(tok, s, &g))
         rc = TOOL_EXIT_OK;

@@ -551,10 +551,11 @@ static int list_gather(const struct list_opts *o, P11M_MODULE *mod, P11KitUri *u
     P11M_LOGIN_INFO li;
 
     if (want == (CK_OBJECT_CLASS) -1 || want == CKO_CERTIFICATE)
-        if (p11m_objects_find(mod, &args, list_take_obj, g) < 0)
+        if (p11m_obj_find(mod, &args, list_take_obj, g, NULL) != CKR_OK)
             return 0;
     args.cls = CKO_PUBLIC_KEY;
-    if (want != CKO_CERTIFICATE && p11m_objects_find(mod, &args, list_take_obj, g) < 0)
+    if (want != CKO_CERTIFICATE &&
+        p11m_obj_find(mod, &args, list_take_obj, g, NULL) != CKR_OK)
         return 0;
     for (size_t i = 0; i < g->keys->n; i++) {
         free(g->keys->v[i].uri); /* shown as the private key they stand for */
@@ -565,7 +566,7 @@ static int list_gather(const struct list_opts *o, P11M_MODULE *mod, P11KitUri *u
     if ((o->login || o->pin_source != NULL) && list_login_allowed(o, toks)) {
         tool_login_info(&li, o->pin_source);
         for (size_t t = 0; t < toks->n; t++)
-            if (list_pin_token(toks->v[t]) && p11m_login(toks->v[t], &li))
+            if (list_pin_token(toks->v[t]) && p11m_token_login(toks->v[t], &li) == CKR_OK)
                 list_check_private(toks->v[t], uri, g->keys);
     }
     list_pair(g->keys, g->certs);
@@ -585,7 +586,8 @@ static int list_run(const struct list_opts *o)
 
     if (uri == NULL)
         return TOOL_EXIT_USAGE;
-    if ((mod = tool_module(uri, o->module)) == NULL || !p11m_tokens_find(mod, uri, &toks))
+    if ((mod = tool_module(uri, o->module)) == NULL ||
+        p11m_token_list_fill(mod, uri, &toks) != CKR_OK)
         goto done;
     if (toks.n > 0 && !list_gather(o, mod, uri, &toks, &g))
         goto done;

@@ -363,7 +363,7 @@ static int status_run(const struct status_opts *o)
             (l.v[0] = strdup(o->identity)) == NULL)
             goto done;
         l.n = 1;
-    } else if (p11m_objects_find(mod, &args, status_take_label, &l) < 0) {
+    } else if (p11m_obj_find(mod, &args, status_take_label, &l, NULL) != CKR_OK) {
         goto done;
     }
     if ((rows = calloc(l.n + 1, sizeof(*rows))) == NULL)

@@ -264,7 +264,7 @@ int tool_new_pin(const char *source, const char *what, P11M_PIN *pin)
 
     pin->len = 0;
     if (source != NULL)
-        return p11m_pin_read(source, pin);
+        return p11m_pin_load(source, pin) == CKR_OK;
     if (!isatty(STDIN_FILENO)) {
         tool_err("no %s given: pass a PIN source (file:PATH or env:NAME), or run on a "
                  "terminal to be asked",
@@ -335,7 +335,7 @@ P11M_TOKEN *tool_token_one(P11M_MODULE *mod, P11KitUri *uri)
     P11M_TOKEN *tok = NULL;
     char label[40];
 
-    if (!p11m_tokens_find(mod, uri, &list))
+    if (p11m_token_list_fill(mod, uri, &list) != CKR_OK)
         return NULL;
     if (list.n == 1)
         tok = list.v[0];
@@ -371,7 +371,7 @@ P11M_OBJ *tool_obj_one(P11M_MODULE *mod, P11KitUri *uri, CK_OBJECT_CLASS cls,
     struct obj_pick pick = {NULL, 0};
     const char *what = cls == CKO_CERTIFICATE ? "certificate" : "key";
 
-    if (p11m_objects_find(mod, &args, tool_obj_pick_cb, &pick) < 0)
+    if (p11m_obj_find(mod, &args, tool_obj_pick_cb, &pick, NULL) != CKR_OK)
         return NULL;
     if (pick.n == 1)
         return pick.first;

@@ -105,7 +105,6 @@ static const struct {
     CKR_ENTRY(CKR_CRYPTOKI_NOT_INITIALIZED),
     CKR_ENTRY(CKR_CRYPTOKI_ALREADY_INITIALIZED),
     CKR_ENTRY(CKR_FUNCTION_REJECTED),
-    {P11M_CKR_RAISED, "(error raised)"},
 };
 
 const char *p11m_ckr_name(CK_RV rv)

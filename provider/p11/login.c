@@ -36,55 +36,62 @@ static void login_set(P11M_TOKEN *tok, int in, int refused)
     pthread_mutex_unlock(&tok->lock);
 }
 
-/* Whether a session already sees a logged-in user (login state is token-wide). */
-static int login_session_says_in(P11M_TOKEN *tok)
+/* *in: whether a session already sees a logged-in user (login state is token-wide). */
+static CK_RV login_session_says_in(P11M_TOKEN *tok, int *in)
 {
     CK_SESSION_HANDLE sess;
     CK_SESSION_INFO si;
     CK_RV rv;
 
-    if (p11m_session_get(tok, &sess) != CKR_OK)
-        return -1;
+    if ((rv = p11m_session_get(tok, &sess)) != CKR_OK)
+        return rv;
     rv = P11M_CALL(tok->mod, C_GetSessionInfo, sess, &si);
     p11m_session_put(tok, sess, rv);
     if (rv != CKR_OK) {
         p11m_raise_ckr(rv, "C_GetSessionInfo", "checking the login state");
-        return -1;
+        return rv;
     }
-    return si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS;
+    *in = si.state == CKS_RO_USER_FUNCTIONS || si.state == CKS_RW_USER_FUNCTIONS;
+    return CKR_OK;
 }
 
-static int login_check_flags(P11M_TOKEN *tok, const char *label)
+static CK_RV login_check_flags(P11M_TOKEN *tok, const char *label)
 {
     CK_FLAGS f;
     CK_RV rv = p11m_token_refresh_info(tok);
 
     if (rv != CKR_OK) {
         p11m_raise_ckr(rv, "C_GetTokenInfo", "token '%s'", label);
-        return 0;
+        return rv;
     }
     f = tok->info.flags;
-    if (f & CKF_USER_PIN_LOCKED)
+    if (f & CKF_USER_PIN_LOCKED) {
         p11m_raise(P11M_R_PIN_LOCKED, "token '%s': user PIN is locked; no login tried",
                    label);
-    else if (f & CKF_USER_PIN_FINAL_TRY)
+        return CKR_PIN_LOCKED;
+    }
+    if (f & CKF_USER_PIN_FINAL_TRY) {
         p11m_raise(
             P11M_R_PIN_LOCKED,
             "token '%s': user PIN is on its final try; no login tried, so a wrong "
             "PIN cannot lock it (log in once with the right PIN to reset the count)",
             label);
-    else if (f & CKF_USER_PIN_TO_BE_CHANGED)
+        return CKR_PIN_LOCKED;
+    }
+    if (f & CKF_USER_PIN_TO_BE_CHANGED) {
         p11m_raise(P11M_R_PIN_LOCKED,
                    "token '%s': user PIN must be changed first; no login tried", label);
-    else if (!(f & CKF_USER_PIN_INITIALIZED))
+        return CKR_PIN_EXPIRED;
+    }
+    if (!(f & CKF_USER_PIN_INITIALIZED)) {
         p11m_raise(P11M_R_PIN_MISSING, "token '%s': user PIN not initialised", label);
-    else
-        return 1;
-    return 0;
+        return CKR_USER_PIN_NOT_INITIALIZED;
+    }
+    return CKR_OK;
 }
 
 /* The PIN for a login, in the documented order. Nothing is locked here. */
-static int login_get_pin(const P11M_LOGIN_INFO *li, const char *label, P11M_PIN *pin)
+static CK_RV login_get_pin(const P11M_LOGIN_INFO *li, const char *label, P11M_PIN *pin)
 {
     size_t len;
 
@@ -92,22 +99,22 @@ static int login_get_pin(const P11M_LOGIN_INFO *li, const char *label, P11M_PIN 
         len = strlen(li->pin_value);
         if (len >= sizeof(pin->buf)) {
             p11m_raise(P11M_R_PIN_SOURCE, "pin-value in URI is too long");
-            return 0;
+            return CKR_PIN_LEN_RANGE;
         }
         memcpy(pin->buf, li->pin_value, len + 1);
         pin->len = len;
-        return 1;
+        return CKR_OK;
     }
     if (li != NULL && li->pin_source != NULL)
-        return p11m_pin_read(li->pin_source, pin);
+        return p11m_pin_load(li->pin_source, pin);
     if (li != NULL && li->cb != NULL) {
         if (li->cb(pin, label, li->cb_arg) && pin->len > 0 && pin->len < sizeof(pin->buf))
-            return 1;
+            return CKR_OK;
         p11m_pin_cleanse(pin);
     }
     p11m_raise(P11M_R_PIN_MISSING,
                "token '%s' needs a PIN and none is configured (set pin-source)", label);
-    return 0;
+    return CKR_FUNCTION_FAILED;
 }
 
 /* Where the PIN came from, for the refusal record (never the PIN). */
@@ -120,8 +127,8 @@ static const char *login_source(const P11M_LOGIN_INFO *li)
     return "the program's PIN callback";
 }
 
-static int login_do(P11M_TOKEN *tok, CK_USER_TYPE user, CK_SESSION_HANDLE sess,
-                    const P11M_PIN *pin, const char *label)
+static CK_RV login_do(P11M_TOKEN *tok, CK_USER_TYPE user, CK_SESSION_HANDLE sess,
+                      const P11M_PIN *pin, const char *label)
 {
     CK_RV rv;
 
@@ -130,7 +137,7 @@ static int login_do(P11M_TOKEN *tok, CK_USER_TYPE user, CK_SESSION_HANDLE sess,
                    pin != NULL ? (CK_UTF8CHAR_PTR) pin->buf : NULL,
                    pin != NULL ? pin->len : 0);
     if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
-        return 1;
+        return CKR_OK;
     if (p11m_ckr_reason(rv) == P11M_R_PIN_INCORRECT) {
         login_set(tok, 0,
                   user == CKU_USER); /* a wrong SO PIN says nothing of the user's */
@@ -141,58 +148,79 @@ static int login_do(P11M_TOKEN *tok, CK_USER_TYPE user, CK_SESSION_HANDLE sess,
     } else {
         p11m_raise_ckr(rv, "C_Login", "logging in to token '%s'", label);
     }
-    return 0;
+    return rv;
 }
 
-int p11m_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li)
+/* Refuses at once when the token refused a PIN earlier in this process. */
+static CK_RV login_refused_before(int refused, const char *label)
+{
+    if (!refused)
+        return CKR_OK;
+    p11m_raise(P11M_R_PIN_INCORRECT,
+               "token '%s' refused the PIN earlier in this process; not tried again",
+               label);
+    return CKR_PIN_INCORRECT;
+}
+
+/* The C_Login of a user login, under the token's login lock, with the PIN at hand. */
+static CK_RV login_user_locked(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li,
+                               const P11M_PIN *pin, const char *label)
+{
+    CK_SESSION_HANDLE sess;
+    int refused, record;
+    CK_RV rv;
+
+    if (login_state(tok, &refused))
+        return CKR_OK; /* another thread logged in while we read the PIN */
+    if ((rv = login_refused_before(refused, label)) != CKR_OK)
+        return rv;
+    record = pin == NULL ? -1 : p11m_refusal_open(&tok->info);
+    if (pin != NULL && p11m_refusal_check(record, label, login_source(li), pin)) {
+        login_set(tok, 0, 1); /* another process's try: none here */
+        rv = CKR_PIN_INCORRECT;
+    } else if ((rv = p11m_session_get(tok, &sess)) == CKR_OK) {
+        rv = login_do(tok, CKU_USER, sess, pin, label);
+        p11m_session_put(tok, sess, CKR_OK);
+        if (rv == CKR_OK)
+            login_set(tok, 1, 0);
+        else if (pin != NULL && login_state(tok, &refused) == 0 && refused)
+            p11m_refusal_record(record, &tok->info, login_source(li), pin);
+    }
+    p11m_refusal_close(record);
+    return rv;
+}
+
+CK_RV p11m_token_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li)
 {
     char label[40];
     P11M_PIN pin;
-    CK_SESSION_HANDLE sess;
-    int refused, in, ok = 0, protected_path, record;
+    int refused, in, protected_path;
+    CK_RV rv;
 
     p11m_token_label(tok, label, sizeof(label));
     if (login_state(tok, &refused))
-        return 1;
-    if (refused) {
-        p11m_raise(P11M_R_PIN_INCORRECT,
-                   "token '%s' refused the PIN earlier in this process; not tried again",
-                   label);
-        return 0;
+        return CKR_OK;
+    if ((rv = login_refused_before(refused, label)) != CKR_OK)
+        return rv;
+    if ((rv = login_session_says_in(tok, &in)) != CKR_OK)
+        return rv;
+    if (in) {
+        login_set(tok, 1, 0);
+        return CKR_OK;
     }
-    if ((in = login_session_says_in(tok)) != 0) {
-        if (in > 0)
-            login_set(tok, 1, 0);
-        return in > 0;
-    }
-    if (!login_check_flags(tok, label))
-        return 0;
+    if ((rv = login_check_flags(tok, label)) != CKR_OK)
+        return rv;
     protected_path = (tok->info.flags & CKF_PROTECTED_AUTHENTICATION_PATH) != 0;
     pin.len = 0;
-    if (!protected_path && !login_get_pin(li, label, &pin))
-        return 0;
+    if (!protected_path && (rv = login_get_pin(li, label, &pin)) != CKR_OK)
+        return rv;
     pthread_mutex_lock(&tok->login_lock);
-    record = protected_path ? -1 : p11m_refusal_open(&tok->info);
-    if (login_state(tok, &refused)) {
-        ok = 1; /* another thread logged in while we read the PIN */
-    } else if (refused) {
-        p11m_raise(P11M_R_PIN_INCORRECT, "token '%s' refused the PIN", label);
-    } else if (p11m_refusal_check(record, label, login_source(li), &pin)) {
-        login_set(tok, 0, 1); /* another process's try: none here */
-    } else if (p11m_session_get(tok, &sess) == CKR_OK) {
-        ok = login_do(tok, CKU_USER, sess, protected_path ? NULL : &pin, label);
-        p11m_session_put(tok, sess, CKR_OK);
-        if (ok)
-            login_set(tok, 1, 0);
-        else if (login_state(tok, &refused) == 0 && refused)
-            p11m_refusal_record(record, &tok->info, login_source(li), &pin);
-    }
-    p11m_refusal_close(record);
+    rv = login_user_locked(tok, li, protected_path ? NULL : &pin, label);
     pthread_mutex_unlock(&tok->login_lock);
     p11m_pin_cleanse(&pin);
-    if (ok)
+    if (rv == CKR_OK)
         p11m_log(1, "logged in to token '%s'", label);
-    return ok;
+    return rv;
 }
 
 int p11m_logged_in(P11M_TOKEN *tok, CK_SESSION_HANDLE sess)
@@ -215,11 +243,12 @@ void p11m_login_lost(P11M_TOKEN *tok)
     login_set(tok, 0, 0);
 }
 
-int p11m_login_so(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN_INFO *li)
+CK_RV p11m_token_login_so(P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
+                          const P11M_LOGIN_INFO *li)
 {
     char label[40];
     P11M_PIN pin;
-    int ok;
+    CK_RV rv;
 
     p11m_token_label(tok, label, sizeof(label));
     if (p11m_token_refresh_info(tok) == CKR_OK &&
@@ -227,17 +256,18 @@ int p11m_login_so(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN_INFO
         p11m_raise(P11M_R_PIN_LOCKED,
                    "token '%s': SO PIN is locked or on its final try; no login tried",
                    label);
-        return 0;
+        return CKR_PIN_LOCKED;
     }
     pin.len = 0;
-    if (!login_get_pin(li, label, &pin))
-        return 0;
-    ok = login_do(tok, CKU_SO, sess, &pin, label);
+    if ((rv = login_get_pin(li, label, &pin)) != CKR_OK)
+        return rv;
+    rv = login_do(tok, CKU_SO, sess, &pin, label);
     p11m_pin_cleanse(&pin);
-    return ok;
+    return rv;
 }
 
-int p11m_login_context(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN_INFO *li)
+CK_RV p11m_token_login_context(P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
+                               const P11M_LOGIN_INFO *li)
 {
     char label[40];
     P11M_PIN pin;
@@ -246,17 +276,12 @@ int p11m_login_context(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN
 
     p11m_token_label(tok, label, sizeof(label));
     login_state(tok, &refused);
-    if (refused) {
-        p11m_raise(P11M_R_PIN_INCORRECT,
-                   "token '%s' refused the PIN earlier in this process; not tried again",
-                   label);
-        return 0;
-    }
-    if (!login_check_flags(tok, label))
-        return 0;
+    if ((rv = login_refused_before(refused, label)) != CKR_OK ||
+        (rv = login_check_flags(tok, label)) != CKR_OK)
+        return rv;
     pin.len = 0;
-    if (!login_get_pin(li, label, &pin))
-        return 0;
+    if ((rv = login_get_pin(li, label, &pin)) != CKR_OK)
+        return rv;
     __atomic_add_fetch(&login_calls, 1, __ATOMIC_SEQ_CST);
     rv = P11M_CALL(tok->mod, C_Login, sess, CKU_CONTEXT_SPECIFIC,
                    (CK_UTF8CHAR_PTR) pin.buf, pin.len);
@@ -265,7 +290,6 @@ int p11m_login_context(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN
         if (p11m_ckr_reason(rv) == P11M_R_PIN_INCORRECT)
             login_set(tok, 0, 1);
         p11m_raise_ckr(rv, "C_Login", "context-specific login to token '%s'", label);
-        return 0;
     }
-    return 1;
+    return rv;
 }

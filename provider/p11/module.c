@@ -229,18 +229,19 @@ CK_RV p11m_module_check_fork(P11M_MODULE *mod)
     return rv;
 }
 
-int p11m_module_enter(P11M_MODULE *mod)
+CK_RV p11m_module_acquire(P11M_MODULE *mod)
 {
     /* Readers nest (a login inside a checkout); glibc's default rwlock lets them in
      * while a writer waits. */
     int err = pthread_rwlock_rdlock(&mod->use_lock);
 
-    if (err != 0)
-        p11m_raise(P11M_R_INTERNAL, "module %s: lock: %s", mod->path, strerror(err));
-    return err == 0;
+    if (err == 0)
+        return CKR_OK;
+    p11m_raise(P11M_R_INTERNAL, "module %s: lock: %s", mod->path, strerror(err));
+    return CKR_CANT_LOCK;
 }
 
-void p11m_module_leave(P11M_MODULE *mod)
+void p11m_module_release(P11M_MODULE *mod)
 {
     pthread_rwlock_unlock(&mod->use_lock);
 }

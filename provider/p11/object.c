@@ -455,17 +455,20 @@ static P11M_OBJ *find_private_standin(P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
     return key;
 }
 
-static int find_class(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
-                      CK_OBJECT_CLASS cls, CK_OBJECT_CLASS load_as)
+/* Emits the objects of class cls on tok (as load_as); *found: how many. */
+static CK_RV find_class(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
+                        CK_OBJECT_CLASS cls, CK_OBJECT_CLASS load_as, size_t *found)
 {
     CK_OBJECT_HANDLE *h = calloc(MAX_FOUND, sizeof(*h));
     CK_ULONG n = 0;
     FIND_TMPL t;
     CK_RV rv;
-    int found = 0;
 
-    if (h == NULL)
-        return -1;
+    *found = 0;
+    if (h == NULL) {
+        p11m_raise(P11M_R_INTERNAL, "out of memory searching the token");
+        return CKR_HOST_MEMORY;
+    }
     tmpl_from_uri(&t, run->args->uri, cls);
     if (cls == CKO_CERTIFICATE && run->args->subject != NULL)
         tmpl_add(&t, CKA_SUBJECT, run->args->subject, run->args->subject_len);
@@ -473,7 +476,7 @@ static int find_class(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE s
     if (rv != CKR_OK) {
         p11m_raise_ckr(rv, "C_FindObjects", "searching the token");
         free(h);
-        return -1;
+        return rv;
     }
     for (CK_ULONG i = 0; i < n && !run->stop; i++) {
         P11M_OBJ *obj = load_as == cls
@@ -484,26 +487,27 @@ static int find_class(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE s
             continue;
         if (obj->cls == CKO_PRIVATE_KEY)
             find_complete_private(obj, sess);
-        found++;
+        (*found)++;
         find_emit(run, obj);
     }
     free(h);
-    return found;
+    return CKR_OK;
 }
 
-static int find_private(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
-                        int explicit)
+static CK_RV find_private(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
+                          int explicit)
 {
-    int n = find_class(run, tok, sess, CKO_PRIVATE_KEY, CKO_PRIVATE_KEY);
+    size_t n;
+    CK_RV rv = find_class(run, tok, sess, CKO_PRIVATE_KEY, CKO_PRIVATE_KEY, &n);
 
     /* Logged in, the search above saw every private key: no stand-ins. */
-    if (n != 0 || !explicit || run->stop || p11m_logged_in(tok, sess))
-        return n;
-    n = find_class(run, tok, sess, CKO_PUBLIC_KEY, CKO_PRIVATE_KEY);
-    if (n == 0)
-        n = find_class(run, tok, sess, CKO_CERTIFICATE, CKO_PRIVATE_KEY);
-    if (n != 0)
-        return n;
+    if (rv != CKR_OK || n != 0 || !explicit || run->stop || p11m_logged_in(tok, sess))
+        return rv;
+    rv = find_class(run, tok, sess, CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, &n);
+    if (rv == CKR_OK && n == 0)
+        rv = find_class(run, tok, sess, CKO_CERTIFICATE, CKO_PRIVATE_KEY, &n);
+    if (rv != CKR_OK || n != 0)
+        return rv;
     /* Nothing public to go by: only a login can show whether the key exists, on a
      * token with a user PIN to log in with (NSS softokn's "Generic Crypto Services"
      * beside its key database has none, and hides nothing). Whether to log in is
@@ -513,7 +517,7 @@ static int find_private(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE
             run->login_tok[run->n_login] = tok;
         run->n_login++;
     }
-    return 0;
+    return CKR_OK;
 }
 
 /*
@@ -522,11 +526,12 @@ static int find_private(struct find_run *run, P11M_TOKEN *tok, CK_SESSION_HANDLE
  * (p11-kit's proxy offers every registered token), trying it on each would be a wrong
  * PIN for all but one: a retry counter spent, a TPM's lockout counter raised.
  */
-static int find_by_login(struct find_run *run)
+static CK_RV find_by_login(struct find_run *run)
 {
     CK_SESSION_HANDLE sess;
     char a[40], b[40];
-    int n;
+    size_t n;
+    CK_RV rv;
 
     if (run->n_login > 1) {
         p11m_token_label(run->login_tok[0], a, sizeof(a));
@@ -536,15 +541,14 @@ static int find_by_login(struct find_run *run)
                    "'%s'%s) need a login to show private keys: name the token in the "
                    "URI (token=...) so that the PIN is tried on that token only",
                    run->n_login, a, b, run->n_login > 2 ? ", ..." : "");
-        return -1;
+        return CKR_FUNCTION_FAILED;
     }
-    if (!p11m_login(run->login_tok[0], &run->li))
-        return -1;
-    if (p11m_session_get(run->login_tok[0], &sess) != CKR_OK)
-        return -1;
-    n = find_class(run, run->login_tok[0], sess, CKO_PRIVATE_KEY, CKO_PRIVATE_KEY);
-    p11m_session_put(run->login_tok[0], sess, CKR_OK);
-    return n;
+    if ((rv = p11m_token_login(run->login_tok[0], &run->li)) != CKR_OK ||
+        (rv = p11m_session_get(run->login_tok[0], &sess)) != CKR_OK)
+        return rv;
+    rv = find_class(run, run->login_tok[0], sess, CKO_PRIVATE_KEY, CKO_PRIVATE_KEY, &n);
+    p11m_session_put(run->login_tok[0], sess, rv);
+    return rv;
 }
 
 static CK_OBJECT_CLASS find_wanted_class(const P11M_FIND_ARGS *args)
@@ -559,30 +563,33 @@ static CK_OBJECT_CLASS find_wanted_class(const P11M_FIND_ARGS *args)
     return (CK_OBJECT_CLASS) -1;
 }
 
-static int find_on_token(struct find_run *run, P11M_TOKEN *tok)
+static CK_RV find_on_token(struct find_run *run, P11M_TOKEN *tok)
 {
     CK_OBJECT_CLASS want = find_wanted_class(run->args);
     CK_SESSION_HANDLE sess;
-    int r = 0;
+    size_t n;
+    CK_RV rv;
 
-    if (p11m_session_get(tok, &sess) != CKR_OK)
-        return -1;
+    if ((rv = p11m_session_get(tok, &sess)) != CKR_OK)
+        return rv;
     if (want == (CK_OBJECT_CLASS) -1 || want == CKO_CERTIFICATE)
-        r = find_class(run, tok, sess, CKO_CERTIFICATE, CKO_CERTIFICATE);
-    if (r >= 0 && !run->stop && (want == (CK_OBJECT_CLASS) -1 || want == CKO_PUBLIC_KEY))
-        r = find_class(run, tok, sess, CKO_PUBLIC_KEY, CKO_PUBLIC_KEY);
-    if (r >= 0 && !run->stop && (want == (CK_OBJECT_CLASS) -1 || want == CKO_PRIVATE_KEY))
-        r = find_private(run, tok, sess, want == CKO_PRIVATE_KEY);
-    p11m_session_put(tok, sess, CKR_OK);
-    return r < 0 ? -1 : 0;
+        rv = find_class(run, tok, sess, CKO_CERTIFICATE, CKO_CERTIFICATE, &n);
+    if (rv == CKR_OK && !run->stop &&
+        (want == (CK_OBJECT_CLASS) -1 || want == CKO_PUBLIC_KEY))
+        rv = find_class(run, tok, sess, CKO_PUBLIC_KEY, CKO_PUBLIC_KEY, &n);
+    if (rv == CKR_OK && !run->stop &&
+        (want == (CK_OBJECT_CLASS) -1 || want == CKO_PRIVATE_KEY))
+        rv = find_private(run, tok, sess, want == CKO_PRIVATE_KEY);
+    p11m_session_put(tok, sess, rv);
+    return rv;
 }
 
-int p11m_objects_find(P11M_MODULE *mod, const P11M_FIND_ARGS *args, p11m_obj_cb *cb,
-                      void *arg)
+CK_RV p11m_obj_find(P11M_MODULE *mod, const P11M_FIND_ARGS *args, p11m_obj_cb *cb,
+                    void *arg, size_t *count)
 {
     struct find_run run = {.args = args, .cb = cb, .cb_arg = arg};
     P11M_TOKEN_LIST list;
-    int err = 0;
+    CK_RV rv, err = CKR_OK;
 
     if (args->li != NULL)
         run.li = *args->li;
@@ -590,26 +597,30 @@ int p11m_objects_find(P11M_MODULE *mod, const P11M_FIND_ARGS *args, p11m_obj_cb 
         run.li.pin_value = p11_kit_uri_get_pin_value(args->uri);
     if (p11_kit_uri_get_pin_source(args->uri) != NULL)
         run.li.pin_source = p11_kit_uri_get_pin_source(args->uri);
-    if (!p11m_tokens_find(mod, args->uri, &list))
-        return -1;
+    if (count != NULL)
+        *count = 0;
+    if ((rv = p11m_token_list_fill(mod, args->uri, &list)) != CKR_OK)
+        return rv;
     /* A module that scans for tokens only at initialisation (SoftHSM2) needs one to see a
      * token that arrived since: only when it shows no token at all (a URI naming a token
      * that is not there is no reason to disturb the others), at most once a second. */
     if (list.n == 0 && p11m_module_reinit(mod) &&
-        !p11m_tokens_find(mod, args->uri, &list))
-        return -1;
+        (rv = p11m_token_list_fill(mod, args->uri, &list)) != CKR_OK)
+        return rv;
     if (list.n == 0) {
         p11m_raise(P11M_R_NO_TOKEN, "no token in %s matches the URI", mod->path);
-        return -1;
+        return CKR_TOKEN_NOT_PRESENT;
     }
     for (size_t i = 0; i < list.n && !run.stop; i++)
-        if (find_on_token(&run, list.v[i]) < 0)
-            err = 1;
-    if (run.count == 0 && run.n_login > 0 && find_by_login(&run) < 0)
-        err = 1;
+        if ((rv = find_on_token(&run, list.v[i])) != CKR_OK)
+            err = rv;
+    if (run.count == 0 && run.n_login > 0 && (rv = find_by_login(&run)) != CKR_OK)
+        err = rv;
     p11m_token_list_free(&list);
+    if (count != NULL)
+        *count = run.count;
     /* A failure on one token does not hide what another token had. */
-    return err && run.count == 0 ? -1 : run.count;
+    return run.count > 0 ? CKR_OK : err;
 }
 
 /* ---- handles and signing ---- */
@@ -651,18 +662,18 @@ CK_RV p11m_obj_handle(P11M_OBJ *obj, CK_SESSION_HANDLE sess, CK_OBJECT_HANDLE *h
     /* Checked on the token, not taken from memory: a token that logged us out shows a
      * private key's handle as invalid, not as needing a login. */
     if (obj->cls == CKO_PRIVATE_KEY && !p11m_logged_in(obj->tok, sess) &&
-        !p11m_login(obj->tok, &obj->li))
-        return P11M_CKR_RAISED;
+        (rv = p11m_token_login(obj->tok, &obj->li)) != CKR_OK)
+        return rv;
     rv = obj_lookup_handle(obj, sess, h);
     if (rv == CKR_OBJECT_HANDLE_INVALID) {
         p11m_raise(P11M_R_NO_OBJECT, "object '%s' is not on the token",
                    p11m_obj_label(obj));
-        return P11M_CKR_RAISED;
+        return rv;
     }
     if (rv != CKR_OK) {
         p11m_raise_ckr(rv, "C_FindObjects", "looking up object '%s'",
                        p11m_obj_label(obj));
-        return P11M_CKR_RAISED;
+        return rv;
     }
     /* A key found through its public half could not know this before login. */
     if (obj->cls == CKO_PRIVATE_KEY)
@@ -678,9 +689,13 @@ static void obj_forget_handle(P11M_OBJ *obj)
     pthread_mutex_unlock(&obj->tok->lock);
 }
 
-/* One attempt: checkout, SignInit, (context login), Sign, give the session back. */
+/*
+ * One attempt: checkout, SignInit, (context login), Sign, give the session back.
+ * *signing: whether rv is C_SignInit's or C_Sign's, which p11m_sign may retry and
+ * raises itself when it gives up; any other failure is raised where it happened.
+ */
 static CK_RV sign_once(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in,
-                       size_t inlen, unsigned char *sig, size_t *siglen)
+                       size_t inlen, unsigned char *sig, size_t *siglen, int *signing)
 {
     P11M_TOKEN *tok = key->tok;
     CK_SESSION_HANDLE sess;
@@ -688,10 +703,11 @@ static CK_RV sign_once(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *i
     CK_ULONG len = *siglen;
     CK_RV rv;
 
+    *signing = 0;
     if ((rv = p11m_session_get(tok, &sess)) != CKR_OK)
         return rv;
     if ((rv = p11m_obj_handle(key, sess, &h)) != CKR_OK) {
-        p11m_session_put(tok, sess, CKR_OK);
+        p11m_session_put(tok, sess, rv);
         return rv;
     }
     hs = p11m_keycache_pick(tok, sess, h, p11m_obj_always_authenticate(key));
@@ -702,13 +718,15 @@ static CK_RV sign_once(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *i
     if (hs != h && (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID))
         p11m_keycache_lost(tok, hs);
     if (rv == CKR_OK && p11m_obj_always_authenticate(key) &&
-        !p11m_login_context(tok, sess, &key->li))
-        rv = P11M_CKR_RAISED;
+        (rv = p11m_token_login_context(tok, sess, &key->li)) != CKR_OK) {
+        p11m_session_close(tok, sess); /* the operation is still active: not pooled */
+        return rv;
+    }
+    *signing = 1;
     if (rv == CKR_OK)
         rv = P11M_CALL(tok->mod, C_Sign, sess, (CK_BYTE_PTR) in, inlen, sig, &len);
-    if (rv == CKR_BUFFER_TOO_SMALL || rv == P11M_CKR_RAISED) {
-        /* The operation may still be active on this session: do not pool it. */
-        p11m_session_close(tok, sess);
+    if (rv == CKR_BUFFER_TOO_SMALL) {
+        p11m_session_close(tok, sess); /* likewise */
         return rv;
     }
     p11m_session_put(tok, sess, rv);
@@ -724,15 +742,11 @@ static int sign_recover(P11M_TOKEN *tok)
     return p11m_module_reinit(tok->mod) && p11m_token_revalidate(tok) == CKR_OK;
 }
 
-static int sign_token_lost(CK_RV rv)
+/* The token went away, or came back without the key (the lookup found none): worth
+ * looking for it again. */
+static int sign_token_lost(CK_RV rv, int signing)
 {
-    int reason;
-
-    if (rv == P11M_CKR_RAISED) {
-        p11m_last_error(&reason);
-        return reason == P11M_R_NO_OBJECT || reason == P11M_R_TOKEN_ABSENT;
-    }
-    return p11m_rv_token_gone(rv);
+    return p11m_rv_token_gone(rv) || (!signing && rv == CKR_OBJECT_HANDLE_INVALID);
 }
 
 /* The digest length of a PSS parameter's hash when its MGF1 uses the same hash, else 0.
@@ -792,51 +806,59 @@ static void sign_raise_params(P11M_OBJ *key, const CK_MECHANISM *mech, CK_RV rv)
                    p11m_ckr_name(rv));
 }
 
+static void sign_raise(P11M_OBJ *key, const CK_MECHANISM *mech, CK_RV rv)
+{
+    if (rv == CKR_ARGUMENTS_BAD || rv == CKR_MECHANISM_PARAM_INVALID)
+        sign_raise_params(key, mech, rv);
+    else
+        p11m_raise_ckr(rv, "C_Sign", "signing with '%s'", p11m_obj_label(key));
+}
+
 CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size_t inlen,
                 unsigned char *sig, size_t *siglen)
 {
     size_t cap = *siglen;
-    int recovered = 0;
+    int recovered = 0, signing = 0;
     CK_RV rv = CKR_OK;
 
     /* A C_Sign size query would leave the operation active on a pooled session. */
     if (sig == NULL || cap == 0) {
         p11m_raise(P11M_R_INTERNAL, "p11m_sign needs a signature buffer");
-        return P11M_CKR_RAISED;
+        return CKR_ARGUMENTS_BAD;
     }
 
     p11m_error_hold();
     for (int attempt = 0; attempt < 3; attempt++) {
         *siglen = cap;
-        rv = sign_once(key, mech, in, inlen, sig, siglen);
+        rv = sign_once(key, mech, in, inlen, sig, siglen, &signing);
         if (rv == CKR_OK)
             break;
-        if (rv == CKR_USER_NOT_LOGGED_IN && attempt == 0) {
+        if (signing && rv == CKR_USER_NOT_LOGGED_IN && attempt == 0) {
             /* The token forgot us (idle logout, card reset): look the key up again,
              * which logs in first. */
             p11m_login_lost(key->tok);
             obj_forget_handle(key);
             continue;
         }
-        if ((rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID) &&
+        if (signing &&
+            (rv == CKR_KEY_HANDLE_INVALID || rv == CKR_OBJECT_HANDLE_INVALID) &&
             attempt == 0) {
             obj_forget_handle(key);
             continue;
         }
-        if (!recovered && sign_token_lost(rv)) {
+        if (!recovered && sign_token_lost(rv, signing)) {
             recovered = 1;
             if (sign_recover(key->tok))
                 continue;
             p11m_raise(P11M_R_TOKEN_ABSENT, "the token holding '%s' is not present",
                        p11m_obj_label(key));
-            rv = P11M_CKR_RAISED;
+            rv = CKR_TOKEN_NOT_PRESENT;
+            signing = 0;
         }
         break;
     }
-    if (rv == CKR_ARGUMENTS_BAD || rv == CKR_MECHANISM_PARAM_INVALID)
-        sign_raise_params(key, mech, rv);
-    else if (rv != CKR_OK && rv != P11M_CKR_RAISED)
-        p11m_raise_ckr(rv, "C_Sign", "signing with '%s'", p11m_obj_label(key));
+    if (rv != CKR_OK && signing)
+        sign_raise(key, mech, rv);
     p11m_error_release(rv != CKR_OK);
     return rv;
 }

@@ -7,9 +7,15 @@
  * PIN sources, and the recovery after fork or token removal. It knows nothing of EVP:
  * callers turn attributes into OpenSSL objects themselves.
  *
- * Errors: functions that fail raise one error through p11m_raise() (see the error sink)
- * and return NULL, 0 or a CK_RV != CKR_OK. The message names the cause and, where a
- * token said no, the PKCS#11 function and the CKR_ name.
+ * Errors: every function that can fail returns a CK_RV (functions that make an object
+ * return it, or NULL). A failed operation has raised one error through p11m_raise() (see
+ * the error sink) before it returns, naming the cause and, where a token said no, the
+ * PKCS#11 function and the CKR_ name; its CK_RV is the token's, or the standard code
+ * closest to the cause (CKR_HOST_MEMORY, CKR_TOKEN_NOT_PRESENT, CKR_PIN_INCORRECT, ...).
+ * Callers pass a failed CK_RV on and raise nothing more. The exceptions raise nothing and
+ * say so where they are declared: P11M_CALL, and the primitives of one PKCS#11 call each
+ * that the tool words its own messages for (provisioning, p11m_find_handles, ...).
+ * Predicates ("has", "is", "whether") return 1 or 0 and never fail.
  */
 #ifndef P11M_H
 #define P11M_H
@@ -40,9 +46,6 @@ enum p11m_reason {
     P11M_R_UNSUPPORTED,     /* key type or operation p11mtls does not support */
     P11M_R_MAX
 };
-
-/* A CK_RV meaning "failed, and the error has been raised already". */
-#define P11M_CKR_RAISED (CKR_VENDOR_DEFINED | 0x7031UL)
 
 const char *p11m_reason_string(int reason);
 const char *p11m_ckr_name(CK_RV rv);
@@ -155,9 +158,9 @@ int p11m_module_reinit(P11M_MODULE *mod);
 /* Whether the module is known not to notice fork (see fork_unsafe), from its library
  * information or from a PKCS#11 module file name. */
 int p11m_module_info_fork_unsafe(const CK_INFO *info, const char *path);
-/* Read lock around use of the module; 0 (raised) if it could not be taken. */
-int p11m_module_enter(P11M_MODULE *mod);
-void p11m_module_leave(P11M_MODULE *mod);
+/* Read lock around use of the module, released by p11m_module_release. */
+CK_RV p11m_module_acquire(P11M_MODULE *mod);
+void p11m_module_release(P11M_MODULE *mod);
 /* Fork generation: bumped in every child after fork. */
 unsigned p11m_fork_generation(void);
 
@@ -175,8 +178,8 @@ typedef struct p11m_pin {
 } P11M_PIN;
 /* Checks the syntax of a PIN source spec without reading it. 1 if usable. */
 int p11m_pin_source_valid(const char *spec);
-/* Reads the PIN from spec into pin; 1 on success, else raises PIN_SOURCE. */
-int p11m_pin_read(const char *spec, P11M_PIN *pin);
+/* Reads the PIN from spec into pin (reason PIN_SOURCE on failure). */
+CK_RV p11m_pin_load(const char *spec, P11M_PIN *pin);
 void p11m_pin_cleanse(P11M_PIN *pin);
 
 /*
@@ -209,16 +212,17 @@ typedef struct p11m_token_list {
     size_t n;
     size_t seen; /* initialised tokens the module showed, matching or not */
 } P11M_TOKEN_LIST;
-/* Fills list with the present tokens of module mod matching uri. 1 on success (even with
- * no match: n == 0), 0 on error (raised). */
-int p11m_tokens_find(P11M_MODULE *mod, P11KitUri *uri, P11M_TOKEN_LIST *list);
+/* Fills list with the present tokens of module mod matching uri; CKR_OK with n == 0 when
+ * none matches. */
+CK_RV p11m_token_list_fill(P11M_MODULE *mod, P11KitUri *uri, P11M_TOKEN_LIST *list);
 void p11m_token_list_free(P11M_TOKEN_LIST *list);
 
 P11M_MODULE *p11m_token_module(const P11M_TOKEN *tok);
 CK_SLOT_ID p11m_token_slot(const P11M_TOKEN *tok);
 /* Token info as read when found or last refreshed (label etc. are blank-padded). */
 const CK_TOKEN_INFO *p11m_token_info(const P11M_TOKEN *tok);
-/* Fresh token info from the token (flags for PIN state change). CKR_OK or error rv. */
+/* Fresh token info from the token (flags for PIN state change). Raises nothing: the
+ * caller says what it needed the flags for. */
 CK_RV p11m_token_refresh_info(P11M_TOKEN *tok);
 /* Label without the padding, in buf. */
 const char *p11m_token_label(const P11M_TOKEN *tok, char *buf, size_t len);
@@ -240,16 +244,17 @@ void p11m_session_close(P11M_TOKEN *tok, CK_SESSION_HANDLE sess);
  * flags first and refuses a locked, final-try or must-change PIN without calling C_Login.
  * A PIN the token refused is remembered, and every later login on that token in this
  * process fails at once with PIN_INCORRECT. Only one thread logs in at a time; no lock is
- * held while the PIN callback runs. 1 on success, 0 (raised) otherwise.
+ * held while the PIN callback runs.
  */
-int p11m_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li);
+CK_RV p11m_token_login(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li);
 /* Whether this process is logged in to tok, checked on sess when it believes so. */
 int p11m_logged_in(P11M_TOKEN *tok, CK_SESSION_HANDLE sess);
-/* Forgets the logged-in state (after CKR_USER_NOT_LOGGED_IN) so the next p11m_login logs
+/* Forgets the logged-in state (after CKR_USER_NOT_LOGGED_IN) so the next login logs
  * in again. A refused PIN stays refused. */
 void p11m_login_lost(P11M_TOKEN *tok);
 /* SO login on a RW session, for provisioning (tool only). */
-int p11m_login_so(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, const P11M_LOGIN_INFO *li);
+CK_RV p11m_token_login_so(P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
+                          const P11M_LOGIN_INFO *li);
 /* Number of C_Login calls this process made (for tests). */
 unsigned long p11m_login_count(void);
 
@@ -291,11 +296,12 @@ typedef struct p11m_find_args {
 /*
  * Calls cb once per matching object (certificates, public keys, private keys, in that
  * order per token); cb takes a reference it must drop with p11m_obj_free and returns 0 to
- * stop. Returns the number of objects passed to cb, or -1 on error (raised).
+ * stop. *count (may be NULL): the number of objects passed to cb. A failure on one token
+ * does not hide what another had: CKR_OK if any object was found.
  */
 typedef int p11m_obj_cb(P11M_OBJ *obj, void *arg);
-int p11m_objects_find(P11M_MODULE *mod, const P11M_FIND_ARGS *args, p11m_obj_cb *cb,
-                      void *arg);
+CK_RV p11m_obj_find(P11M_MODULE *mod, const P11M_FIND_ARGS *args, p11m_obj_cb *cb,
+                    void *arg, size_t *count);
 
 P11M_OBJ *p11m_obj_ref(P11M_OBJ *obj);
 void p11m_obj_free(P11M_OBJ *obj);
@@ -351,14 +357,14 @@ CK_RV p11m_find_handles(P11M_MODULE *mod, CK_SESSION_HANDLE s, const CK_ATTRIBUT
 /*
  * The slots of mod with a token present, in *slots (malloc'd, never NULL on success even
  * when *n is 0). CKR_OK or the error rv (raises nothing). Callers sharing the module with
- * other threads hold its use lock (p11m_module_enter).
+ * other threads hold its use lock (p11m_module_acquire).
  */
 CK_RV p11m_module_slots(P11M_MODULE *mod, CK_SLOT_ID **slots, CK_ULONG *n);
 
 /*
  * Provisioning, for the tool: each is one PKCS#11 call and returns its CK_RV, raising
  * nothing (the caller names the step that failed). Slot-level calls work on tokens
- * that p11m_tokens_find does not show (uninitialised ones).
+ * that p11m_token_list_fill does not show (uninitialised ones).
  */
 CK_RV p11m_slot_token_info(P11M_MODULE *mod, CK_SLOT_ID slot, CK_TOKEN_INFO *info);
 /* Objects visible without login, on a session of its own that is closed again (so that

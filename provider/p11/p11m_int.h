@@ -36,18 +36,18 @@ struct p11m_token {
     struct p11m_keycache *kc; /* session copies of keys (keycache.c); under lock */
 };
 
-/* 0 (with an error raised) in a forked child when the token's module kept the parent's
- * state: using it there would break the parent's sessions. */
-int p11m_token_fork_ok(P11M_TOKEN *tok);
+/* Fails (CKR_FUNCTION_REJECTED) in a forked child when the token's module kept the
+ * parent's state: using it there would break the parent's sessions. */
+CK_RV p11m_token_fork_guard(P11M_TOKEN *tok);
 
 /* Drops pooled sessions and login state if the module was re-initialised since the
  * last use (after fork, token.c's atfork handler has done so already). */
 void p11m_token_check_fork(P11M_TOKEN *tok);
 /* Makes sure the entry still points at its token (same label and serial), finding it in
- * another slot if it moved. CKR_OK, or CKR_TOKEN_NOT_PRESENT. */
+ * another slot if it moved; CKR_TOKEN_NOT_PRESENT when it is nowhere. */
 CK_RV p11m_token_revalidate(P11M_TOKEN *tok);
 /* Marks the token gone: idle sessions closed, login forgotten, object handles stale.
- * Caller is inside the module (p11m_module_enter). */
+ * Caller is inside the module (p11m_module_acquire). */
 void p11m_token_mark_absent(P11M_TOKEN *tok);
 unsigned p11m_token_epoch(P11M_TOKEN *tok);
 /* Whether rv says the session (or the whole token) is no longer usable. */
@@ -68,6 +68,6 @@ void p11m_keycache_lost(P11M_TOKEN *tok, CK_OBJECT_HANDLE copy);
 #define P11M_INT_LOGIN
 /* C_Login(CKU_CONTEXT_SPECIFIC) right after C_SignInit, for CKA_ALWAYS_AUTHENTICATE keys.
  */
-int p11m_login_context(P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
-                       const P11M_LOGIN_INFO *li);
+CK_RV p11m_token_login_context(P11M_TOKEN *tok, CK_SESSION_HANDLE sess,
+                               const P11M_LOGIN_INFO *li);
 #endif

@@ -23,12 +23,12 @@ void p11m_pin_cleanse(P11M_PIN *pin)
     pin->len = 0;
 }
 
-int p11m_pin_read(const char *spec, P11M_PIN *pin)
+CK_RV p11m_pin_load(const char *spec, P11M_PIN *pin)
 {
     char err[512];
 
     if (p11m_pinsrc_read(spec, pin->buf, sizeof(pin->buf), &pin->len, err, sizeof(err)))
-        return 1;
+        return CKR_OK;
     p11m_raise(P11M_R_PIN_SOURCE, "%s", err);
-    return 0;
+    return CKR_FUNCTION_FAILED;
 }

@@ -5,15 +5,25 @@
  */
 #include "p11m_int.h"
 
+/* Inside the module, ready to use the token (after fork too), or failed (raised). */
+static CK_RV session_enter(P11M_TOKEN *tok)
+{
+    CK_RV rv;
+
+    if ((rv = p11m_token_fork_guard(tok)) != CKR_OK ||
+        (rv = p11m_module_check_fork(tok->mod)) != CKR_OK ||
+        (rv = p11m_module_acquire(tok->mod)) != CKR_OK)
+        return rv;
+    p11m_token_check_fork(tok);
+    return CKR_OK;
+}
+
 CK_RV p11m_session_get(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
 {
     CK_RV rv;
 
-    if (!p11m_token_fork_ok(tok))
-        return P11M_CKR_RAISED;
-    if (p11m_module_check_fork(tok->mod) != CKR_OK || !p11m_module_enter(tok->mod))
-        return P11M_CKR_RAISED;
-    p11m_token_check_fork(tok);
+    if ((rv = session_enter(tok)) != CKR_OK)
+        return rv;
     pthread_mutex_lock(&tok->lock);
     if (tok->n_idle > 0) {
         *sess = tok->idle[--tok->n_idle];
@@ -27,14 +37,14 @@ CK_RV p11m_session_get(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
         return CKR_OK;
     if (p11m_rv_token_gone(rv))
         p11m_token_mark_absent(tok);
-    p11m_module_leave(tok->mod);
+    p11m_module_release(tok->mod);
     if (p11m_rv_token_gone(rv)) {
         p11m_raise(P11M_R_TOKEN_ABSENT, "token in slot %lu of %s is not present (%s)",
                    tok->slot, tok->mod->path, p11m_ckr_name(rv));
     } else {
         p11m_raise_ckr(rv, "C_OpenSession", "opening a session on slot %lu", tok->slot);
     }
-    return P11M_CKR_RAISED;
+    return rv;
 }
 
 void p11m_session_put(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, CK_RV last_rv)
@@ -42,7 +52,7 @@ void p11m_session_put(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, CK_RV last_rv)
     if (p11m_rv_token_gone(last_rv)) {
         P11M_CALL(tok->mod, C_CloseSession, sess); /* frees the module's state */
         p11m_token_mark_absent(tok);
-        p11m_module_leave(tok->mod);
+        p11m_module_release(tok->mod);
         return;
     }
     if (!p11m_rv_session_dead(last_rv)) {
@@ -55,7 +65,7 @@ void p11m_session_put(P11M_TOKEN *tok, CK_SESSION_HANDLE sess, CK_RV last_rv)
     }
     if (sess != CK_INVALID_HANDLE)
         P11M_CALL(tok->mod, C_CloseSession, sess);
-    p11m_module_leave(tok->mod);
+    p11m_module_release(tok->mod);
 }
 
 CK_RV p11m_session_open_rw(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
@@ -63,23 +73,20 @@ CK_RV p11m_session_open_rw(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
     CK_RV rv;
 
     /* Held until p11m_session_close, like a pooled session. */
-    if (!p11m_token_fork_ok(tok))
-        return P11M_CKR_RAISED;
-    if (p11m_module_check_fork(tok->mod) != CKR_OK || !p11m_module_enter(tok->mod))
-        return P11M_CKR_RAISED;
-    p11m_token_check_fork(tok);
+    if ((rv = session_enter(tok)) != CKR_OK)
+        return rv;
     rv = P11M_CALL(tok->mod, C_OpenSession, tok->slot,
                    CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, sess);
     if (rv == CKR_OK)
         return CKR_OK;
-    p11m_module_leave(tok->mod);
+    p11m_module_release(tok->mod);
     p11m_raise_ckr(rv, "C_OpenSession", "opening a read-write session on slot %lu",
                    tok->slot);
-    return P11M_CKR_RAISED;
+    return rv;
 }
 
 void p11m_session_close(P11M_TOKEN *tok, CK_SESSION_HANDLE sess)
 {
     P11M_CALL(tok->mod, C_CloseSession, sess);
-    p11m_module_leave(tok->mod);
+    p11m_module_release(tok->mod);
 }

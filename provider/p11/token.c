@@ -139,10 +139,12 @@ CK_RV p11m_token_revalidate(P11M_TOKEN *tok)
     CK_SLOT_ID *slots = NULL;
     CK_ULONG n = 0;
     CK_TOKEN_INFO info;
-    CK_RV rv = CKR_TOKEN_NOT_PRESENT;
+    char label[40];
+    CK_RV rv;
 
-    if (!p11m_module_enter(tok->mod))
-        return CKR_TOKEN_NOT_PRESENT;
+    if ((rv = p11m_module_acquire(tok->mod)) != CKR_OK)
+        return rv;
+    rv = CKR_TOKEN_NOT_PRESENT;
     if (token_slot_holds(tok, tok->slot, &info)) {
         rv = CKR_OK;
     } else if (p11m_module_slots(tok->mod, &slots, &n) == CKR_OK) {
@@ -156,11 +158,14 @@ CK_RV p11m_token_revalidate(P11M_TOKEN *tok)
             }
         }
     }
-    p11m_module_leave(tok->mod);
+    p11m_module_release(tok->mod);
     free(slots);
     pthread_mutex_lock(&tok->lock);
     tok->absent = rv != CKR_OK;
     pthread_mutex_unlock(&tok->lock);
+    if (rv != CKR_OK)
+        p11m_raise(P11M_R_TOKEN_ABSENT, "token '%s' is not present in %s",
+                   p11m_token_label(tok, label, sizeof(label)), tok->mod->path);
     return rv;
 }
 
@@ -235,19 +240,19 @@ static int token_behind_fork_unsafe(const CK_TOKEN_INFO *info)
     return found;
 }
 
-int p11m_token_fork_ok(P11M_TOKEN *tok)
+CK_RV p11m_token_fork_guard(P11M_TOKEN *tok)
 {
     char label[40];
 
     if (!tok->fork_unsafe || tok->mod->born == p11m_fork_generation())
-        return 1;
+        return CKR_OK;
     p11m_raise(P11M_R_UNSUPPORTED,
                "token '%s' cannot be used in a forked child: its PKCS#11 module "
                "(tpm2-pkcs11) keeps the parent's TPM session after fork, and using it "
                "here would break the parent's; open the identity in a process that did "
                "not inherit it (for instance after exec)",
                p11m_token_label(tok, label, sizeof(label)));
-    return 0;
+    return CKR_FUNCTION_REJECTED;
 }
 
 static P11M_TOKEN *token_new(P11M_MODULE *mod, CK_SLOT_ID slot, const CK_TOKEN_INFO *info)
@@ -327,55 +332,53 @@ static int token_slot_matches(P11M_MODULE *mod, P11KitUri *uri, CK_SLOT_ID slot,
     return p11_kit_uri_match_token_info(uri, info);
 }
 
-static int token_list_add(P11M_TOKEN_LIST *list, P11M_TOKEN *tok)
+static CK_RV token_list_add(P11M_TOKEN_LIST *list, P11M_TOKEN *tok)
 {
     P11M_TOKEN **v = realloc(list->v, (list->n + 1) * sizeof(*v));
 
-    if (v == NULL)
-        return 0;
+    if (v == NULL) {
+        p11m_raise(P11M_R_INTERNAL, "out of memory listing tokens");
+        return CKR_HOST_MEMORY;
+    }
     list->v = v;
     list->v[list->n++] = tok;
-    return 1;
+    return CKR_OK;
 }
 
-int p11m_tokens_find(P11M_MODULE *mod, P11KitUri *uri, P11M_TOKEN_LIST *list)
+CK_RV p11m_token_list_fill(P11M_MODULE *mod, P11KitUri *uri, P11M_TOKEN_LIST *list)
 {
     CK_SLOT_ID *slots = NULL;
     CK_ULONG n = 0;
     CK_TOKEN_INFO info;
     CK_RV rv;
-    int ok = 0;
 
     list->v = NULL;
     list->n = 0;
     list->seen = 0;
-    if (p11m_module_check_fork(mod) != CKR_OK)
-        return 0;
+    if ((rv = p11m_module_check_fork(mod)) != CKR_OK)
+        return rv;
     if (!p11_kit_uri_match_module_info(uri, &mod->info))
-        return 1;
-    if (!p11m_module_enter(mod))
-        return 0;
+        return CKR_OK;
+    if ((rv = p11m_module_acquire(mod)) != CKR_OK)
+        return rv;
     rv = p11m_module_slots(mod, &slots, &n);
-    if (rv != CKR_OK) {
+    if (rv != CKR_OK)
         p11m_raise_ckr(rv, "C_GetSlotList", "listing slots of %s", mod->path);
-        goto done;
-    }
-    for (CK_ULONG i = 0; i < n; i++) {
+    for (CK_ULONG i = 0; rv == CKR_OK && i < n; i++) {
         P11M_TOKEN *tok;
 
         if (!token_slot_matches(mod, uri, slots[i], &info, &list->seen))
             continue;
-        if ((tok = token_entry(mod, slots[i], &info)) == NULL ||
-            !token_list_add(list, tok))
-            goto done;
+        if ((tok = token_entry(mod, slots[i], &info)) == NULL)
+            rv = CKR_HOST_MEMORY; /* raised */
+        else
+            rv = token_list_add(list, tok);
     }
-    ok = 1;
-done:
-    p11m_module_leave(mod);
+    p11m_module_release(mod);
     free(slots);
-    if (!ok)
+    if (rv != CKR_OK)
         p11m_token_list_free(list);
-    return ok;
+    return rv;
 }
 
 void p11m_token_list_free(P11M_TOKEN_LIST *list)
@@ -390,12 +393,12 @@ CK_RV p11m_token_refresh_info(P11M_TOKEN *tok)
     CK_TOKEN_INFO info;
     CK_RV rv;
 
-    if (!p11m_module_enter(tok->mod))
-        return P11M_CKR_RAISED;
+    if ((rv = p11m_module_acquire(tok->mod)) != CKR_OK)
+        return rv;
     rv = P11M_CALL(tok->mod, C_GetTokenInfo, tok->slot, &info);
     if (rv != CKR_OK && p11m_rv_token_gone(rv))
         p11m_token_mark_absent(tok);
-    p11m_module_leave(tok->mod);
+    p11m_module_release(tok->mod);
     if (rv != CKR_OK)
         return rv;
     pthread_mutex_lock(&tok->lock);
@@ -410,8 +413,8 @@ static CK_RV token_load_mechs(P11M_TOKEN *tok)
     CK_ULONG n = 0, cap;
     CK_RV rv;
 
-    if (!p11m_module_enter(tok->mod))
-        return P11M_CKR_RAISED;
+    if ((rv = p11m_module_acquire(tok->mod)) != CKR_OK)
+        return rv;
     rv = P11M_CALL(tok->mod, C_GetMechanismList, tok->slot, NULL, &n);
     if (rv == CKR_OK && n > 0) {
         cap = n;
@@ -422,7 +425,7 @@ static CK_RV token_load_mechs(P11M_TOKEN *tok)
         if (n > cap)
             n = cap;
     }
-    p11m_module_leave(tok->mod);
+    p11m_module_release(tok->mod);
     if (rv != CKR_OK) {
         free(m);
         return rv;

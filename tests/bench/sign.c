@@ -198,7 +198,8 @@ static int raw_setup(const BENCH_OPTS *o, enum scheme s, BENCH_CONTENDER *c)
         return raw_fail("key URI");
     fa.cls = CKO_PRIVATE_KEY;
     fa.li = &li;
-    if (p11m_objects_find(mod, &fa, raw_keep_first, &r->key) < 0 || r->key == NULL)
+    if (p11m_obj_find(mod, &fa, raw_keep_first, &r->key, NULL) != CKR_OK ||
+        r->key == NULL)
         return raw_fail("finding the key");
     p11_kit_uri_free(fa.uri);
     r->tok = p11m_obj_token(r->key);

@@ -67,7 +67,7 @@ static P11M_OBJ *find_one(P11M_MODULE *mod, const char *uri_s, P11M_LOGIN_INFO *
 
     if (uri == NULL)
         return NULL;
-    p11m_objects_find(mod, &args, take_first, &f);
+    p11m_obj_find(mod, &args, take_first, &f, NULL);
     p11_kit_uri_free(uri);
     return f.obj;
 }
@@ -175,33 +175,34 @@ static void test_pin_sources(const char *pinfile)
     FILE *f;
     int fd;
 
-    t_ok(p11m_pin_source_valid(pinfile) && p11m_pin_read(pinfile, &pin),
+    t_ok(p11m_pin_source_valid(pinfile) && p11m_pin_load(pinfile, &pin) == CKR_OK,
          "pin source: file:/ABSOLUTE/PATH is read");
     p11m_pin_cleanse(&pin);
-    t_ok(!p11m_pin_source_valid(pinfile + 5) && !p11m_pin_read(pinfile + 5, &pin) &&
+    t_ok(!p11m_pin_source_valid(pinfile + 5) &&
+             p11m_pin_load(pinfile + 5, &pin) != CKR_OK &&
              !p11m_pin_source_valid("file:pin.txt"),
          "pin source: a bare path and a relative file: path are refused");
     t_ok(!p11m_pin_source_valid("nonsense:x") && !p11m_pin_source_valid("file:") &&
              p11m_pin_source_valid("env:X") && p11m_pin_source_valid("file:/x"),
          "pin source: syntax checks");
     setenv("TCORE_PIN", "4321", 1);
-    t_ok(p11m_pin_read("env:TCORE_PIN", &pin) && pin.len == 4 &&
+    t_ok(p11m_pin_load("env:TCORE_PIN", &pin) == CKR_OK && pin.len == 4 &&
              memcmp(pin.buf, "4321", 4) == 0,
          "pin source: env:NAME");
     p11m_pin_cleanse(&pin);
     t_ok(pin.len == 0 && pin.buf[0] == '\0', "pin buffer cleansed");
-    t_ok(!p11m_pin_read("env:TCORE_NO_SUCH_VARIABLE", &pin),
+    t_ok(p11m_pin_load("env:TCORE_NO_SUCH_VARIABLE", &pin) != CKR_OK,
          "pin source: unset variable refused");
     fd = mkstemp(path);
     f = fdopen(fd, "w");
     fputs("1234\n", f);
     fclose(f);
     chmod(path, 0644);
-    t_ok(!p11m_pin_read(spec, &pin) &&
+    t_ok(p11m_pin_load(spec, &pin) != CKR_OK &&
              strstr(p11m_last_error(NULL), "accessible by group or others") != NULL,
          "pin source: a file readable by others is refused");
     chmod(path, 0600);
-    t_ok(p11m_pin_read(spec, &pin) && pin.len == 4,
+    t_ok(p11m_pin_load(spec, &pin) == CKR_OK && pin.len == 4,
          "pin source: a private file is read, newline dropped");
     p11m_pin_cleanse(&pin);
     remove(path);
@@ -264,6 +265,7 @@ int main(int argc, char **argv)
     P11M_TOKEN_LIST list;
     unsigned long logins;
     int n = 0;
+    size_t found = 0;
 
     if (argc != 3) {
         fprintf(stderr, "usage: tcore PINFILE BADPINFILE\n");
@@ -294,12 +296,15 @@ int main(int argc, char **argv)
              strstr(p11m_last_error(NULL), "/nonexistent/module.so") != NULL,
          "module: a missing module is named in the error");
     uri = p11m_uri_parse("pkcs11:token=p11mtls-test");
-    t_ok(p11m_tokens_find(mod, uri, &list) && list.n == 1, "token: found by label");
+    t_ok(p11m_token_list_fill(mod, uri, &list) == CKR_OK && list.n == 1,
+         "token: found by label");
     p11m_token_list_free(&list);
     memset(&args, 0, sizeof(args));
     args.uri = uri;
     args.cls = (CK_OBJECT_CLASS) -1;
-    n = p11m_objects_find(mod, &args, count_cb, &n) == 10 ? n : -1;
+    n = 0;
+    if (p11m_obj_find(mod, &args, count_cb, &n, &found) != CKR_OK || found != (size_t) n)
+        n = -1;
     t_ok(n == 10, "objects: 5 certificates and 5 public keys without login (%d)", n);
     t_ok(p11m_login_count() == 0, "objects: no C_Login for public objects");
     p11_kit_uri_free(uri);

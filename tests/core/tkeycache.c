@@ -110,7 +110,7 @@ static P11M_OBJ *find_one(P11M_MODULE *mod, const char *label, const char *type,
     if ((uri = p11m_uri_parse(s)) == NULL)
         return NULL;
     args.uri = uri;
-    p11m_objects_find(mod, &args, take_first, &obj);
+    p11m_obj_find(mod, &args, take_first, &obj, NULL);
     p11_kit_uri_free(uri);
     return obj;
 }
@@ -132,7 +132,7 @@ static int count_private(P11M_MODULE *mod, const char *label, P11M_LOGIN_INFO *l
     snprintf(s, sizeof(s), "pkcs11:token=p11mtls-test;object=%s", label);
     if ((args.uri = p11m_uri_parse(s)) == NULL)
         return -1;
-    if (p11m_objects_find(mod, &args, count_cb, &n) < 0)
+    if (p11m_obj_find(mod, &args, count_cb, &n, NULL) != CKR_OK)
         n = -1;
     p11_kit_uri_free(args.uri);
     return n;

@@ -120,8 +120,9 @@ int main(int argc, char **argv)
     li.pin_source = argv[2];
     if ((uri = p11m_uri_parse(argv[1])) == NULL ||
         (mod = p11m_uri_module(uri, NULL, NULL)) == NULL ||
-        !p11m_tokens_find(mod, uri, &toks) || toks.n != 1 ||
-        !p11m_login(toks.v[0], &li) || p11m_session_open_rw(toks.v[0], &sess) != CKR_OK) {
+        p11m_token_list_fill(mod, uri, &toks) != CKR_OK || toks.n != 1 ||
+        p11m_token_login(toks.v[0], &li) != CKR_OK ||
+        p11m_session_open_rw(toks.v[0], &sess) != CKR_OK) {
         fprintf(stderr, "rel-obj: cannot open a logged-in session on %s\n", argv[1]);
         return 1;
     }
