@@ -5,7 +5,7 @@
  *
  *   p11mtls-bench --dir DIR --worker PATH --preload PATH --provider PATH --module PATH
  *                 [--engine SO] [--quick] [--rounds N] [--slice MS] [--only LIST]
- *                 [--pp-conf CNF]
+ *                 [--pp-conf CNF] [--tpm]
  *
  * --pp-conf: an openssl.cnf loading pkcs11-provider (the reference provider) with the
  * same module and PIN: it becomes contender p. Without it, p's columns say "-".
@@ -21,6 +21,8 @@
  * LIST (comma-separated, default all but count): sign, tls, shim, startup, mem, count,
  * count-shim (the shim's counted table only)
  * (instructions per operation under callgrind: repeatable, about 3 minutes).
+ * --tpm: the token is an emulated TPM 2.0 with the RSA-2048 and P-256 keys only; runs
+ * section 6 (p11mtls against raw C_Sign on the TPM) instead of the others.
  * Exit status: 0 when everything ran (targets met or not: see the table), 1 when a
  * contender could not run, 2 on usage errors.
  */
@@ -47,7 +49,7 @@ extern char **environ;
 
 static struct {
     const char *dir, *worker, *preload, *provider, *module, *engine, *only, *pp_conf;
-    int rounds, quick, mem_first, mem_second, spawn_runs;
+    int rounds, quick, mem_first, mem_second, spawn_runs, tpm;
     double slice_ms;
 } opt;
 
@@ -536,6 +538,14 @@ static const struct scheme {
     {"Ed25519", "ed25519", "ed25519"},
 };
 
+static const struct scheme *scheme_named(const char *name)
+{
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++)
+        if (strcmp(schemes[i].name, name) == 0)
+            return &schemes[i];
+    abort(); /* a name from this file's own tables */
+}
+
 static const char *key_uri(const char *label)
 {
     static char buf[8][200];
@@ -779,6 +789,66 @@ static void bench_tls(void)
                    : ratio(c[0].best[0], c[id].best[0], 0.95),
                noise(&c[0], &c[id], 0));
         fflush(stdout);
+    }
+}
+
+/* ---- 6. On a TPM ---- */
+
+/*
+ * The token is an emulated TPM 2.0 (tests/bench/run --token tpm): a signature takes
+ * milliseconds there, so whatever p11mtls adds must vanish next to it. Signing through
+ * p11mtls against raw C_Sign on the same key; handshakes against the limit that an
+ * in-memory key's handshake reaches when its signature takes as long as the TPM's.
+ */
+static void bench_tpm(void)
+{
+    static const int one[] = {1};
+    static const char *const fmt = "%-22s %8s %8s %8s %8s %8s  %-12s %s\n";
+    static const char *const sign_rows[] = {"rsa-pkcs1", "rsa-pss", "ecdsa"};
+    static const struct {
+        const char *title, *label, *scheme;
+    } tls_rows_tpm[] = {{"TLS 1.3, RSA-2048", "rsa2048", "rsa-pss"},
+                        {"TLS 1.3, P-256", "p256", "ecdsa"}};
+
+    printf("\n6. On the TPM (swtpm behind tpm2-abrmd, tpm2-pkcs11), 1 thread, operations "
+           "per second\n   (best slice)\n");
+    printf(
+        "   a   C_SignInit+C_Sign on the TPM key, the mechanism p11mtls picks (section "
+        "1's a)\n");
+    printf("   b   p11mtls: signing with EVP as in section 1; a full handshake as in "
+           "section 2\n");
+    printf("   d   the handshake with an in-memory key of the same type; ds: its "
+           "in-memory signature\n");
+    printf("   limit = 1/(1/d + 1/a - 1/ds): d's handshake when its signature takes as "
+           "long as the TPM's\n");
+    printf("   targets: b/a >= 0.99 (signing), b/limit >= 0.99 (handshakes)\n\n");
+    printf(fmt, "operation", "a", "b", "d", "ds", "limit", "b/a|b/limit", "noise");
+    for (size_t i = 0; i < sizeof(sign_rows) / sizeof(sign_rows[0]); i++) {
+        const struct scheme *s = scheme_named(sign_rows[i]);
+        CONT c[2];
+
+        sign_worker(&c[0], "a", s, "raw");
+        sign_worker(&c[1], "b", s, "prov");
+        compare(c, 2, one, 1);
+        printf(fmt, s->title, rate(c[0].best[0]), rate(c[1].best[0]), "-", "-", "-",
+               ratio(c[1].best[0], c[0].best[0], 0.99), noise(&c[1], &c[0], 0));
+    }
+    for (size_t i = 0; i < sizeof(tls_rows_tpm) / sizeof(tls_rows_tpm[0]); i++) {
+        const struct scheme *s = scheme_named(tls_rows_tpm[i].scheme);
+        double limit = 0;
+        CONT c[4];
+
+        tls_worker(&c[0], "b", "1.3", tls_rows_tpm[i].label, "uri", "require", "cert");
+        tls_worker(&c[1], "d", "1.3", tls_rows_tpm[i].label, "file", "require", "cert");
+        sign_worker(&c[2], "a", s, "raw");
+        sign_worker(&c[3], "ds", s, "soft");
+        compare(c, 4, one, 1);
+        if (c[1].best[0] != 0 && c[2].best[0] != 0 && c[3].best[0] != 0)
+            limit = 1 / (1 / fabs(c[1].best[0]) + 1 / fabs(c[2].best[0]) -
+                         1 / fabs(c[3].best[0]));
+        printf(fmt, tls_rows_tpm[i].title, rate(c[2].best[0]), rate(c[0].best[0]),
+               rate(c[1].best[0]), rate(c[3].best[0]), rate(limit),
+               ratio(c[0].best[0], limit, 0.99), noise(&c[0], &c[2], 0));
     }
 }
 
@@ -1240,7 +1310,7 @@ static void usage(void)
           "                     --module PATH [--engine SO] [--quick] [--rounds N]\n"
           "                     [--slice MS]\n"
           "                     [--only sign,tls,shim,startup,mem,count,count-shim]\n"
-          "                     [--pp-conf CNF]\n"
+          "                     [--pp-conf CNF] [--tpm]\n"
           "Normally run through tests/bench/run, which prepares DIR.\n",
           stderr);
     exit(2);
@@ -1260,6 +1330,7 @@ int main(int argc, char **argv)
         {"slice", required_argument, NULL, 's'},
         {"only", required_argument, NULL, 'o'},
         {"pp-conf", required_argument, NULL, 'x'},
+        {"tpm", no_argument, NULL, 't'},
         {NULL, 0, NULL, 0},
     };
     double t0 = now_ns();
@@ -1302,6 +1373,9 @@ int main(int argc, char **argv)
         case 'x':
             opt.pp_conf = optarg;
             break;
+        case 't':
+            opt.tpm = 1;
+            break;
         default:
             usage();
         }
@@ -1311,8 +1385,8 @@ int main(int argc, char **argv)
         usage();
     if (opt.rounds <= 0)
         opt.rounds = opt.quick ? 4 : 8;
-    if (opt.slice_ms <= 0)
-        opt.slice_ms = opt.quick ? 100 : 200;
+    if (opt.slice_ms <= 0) /* a TPM signs a few hundred times a second at most */
+        opt.slice_ms = opt.tpm ? 500 : opt.quick ? 100 : 200;
     opt.mem_first = opt.quick ? 500 : 1000;
     opt.mem_second = opt.quick ? 2000 : 10000;
     opt.spawn_runs = opt.quick ? 10 : 20;
@@ -1322,26 +1396,31 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
-    printf("p11mtls benchmarks: %ld CPUs, %s, PKCS#11 module %s, SoftHSM2 token\n",
-           sysconf(_SC_NPROCESSORS_ONLN), OpenSSL_version(OPENSSL_VERSION), opt.module);
+    printf("p11mtls benchmarks: %ld CPUs, %s, PKCS#11 module %s, %s token\n",
+           sysconf(_SC_NPROCESSORS_ONLN), OpenSSL_version(OPENSSL_VERSION), opt.module,
+           opt.tpm ? "TPM 2.0 (swtpm)" : "SoftHSM2");
     printf("method: each contender in its own process, started again halfway; slices of "
            "%.0f ms\ninterleaved, %d rounds, best slice kept. Absolute figures vary by "
            "machine: compare the ratios.\n",
            opt.slice_ms, opt.rounds);
-    if (want("sign"))
-        bench_sign();
-    if (want("tls"))
-        bench_tls();
-    if (want("shim"))
-        bench_shim();
-    if (want("startup"))
-        bench_startup();
-    if (want("mem"))
-        bench_mem();
-    if (opt.only != NULL && want("count"))
-        bench_count();
-    else if (opt.only != NULL && want("count-shim"))
-        bench_count_shim();
+    if (opt.tpm) { /* the other sections need SoftHSM2's keys (Ed25519, libp11's copy) */
+        bench_tpm();
+    } else {
+        if (want("sign"))
+            bench_sign();
+        if (want("tls"))
+            bench_tls();
+        if (want("shim"))
+            bench_shim();
+        if (want("startup"))
+            bench_startup();
+        if (want("mem"))
+            bench_mem();
+        if (opt.only != NULL && want("count"))
+            bench_count();
+        else if (opt.only != NULL && want("count-shim"))
+            bench_count_shim();
+    }
     printf("\ntargets: %d met, %d missed; %d contender(s) failed to run; %d of %d slices "
            "disturbed by other processes; %.0f s (%.0f s waiting for a quiet machine)\n",
            targets_met, targets_missed, failures, slices_disturbed, slices_total,
