@@ -335,10 +335,6 @@ static OSSL_CMP_CTX *cmp_ctx(struct cmp_run *r)
         !OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_TOTAL_TIMEOUT, (int) r->o->timeout) ||
         !OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT,
                                  r->o->timeout < 30 ? (int) r->o->timeout : 30) ||
-        /* One connection per message: a proxy (tinyproxy) or server that closes a
-         * kept-alive connection after the answer races OpenSSL's reuse of it, and the
-         * certConf fails with "transfer error" after the CA has issued. */
-        !OSSL_CMP_CTX_set_option(ctx, OSSL_CMP_OPT_KEEP_ALIVE, 0) ||
         !OSSL_CMP_CTX_set_certConf_cb(ctx, cmp_certconf) ||
         !OSSL_CMP_CTX_set_certConf_cb_arg(ctx, r) || !cmp_server(ctx, r)) {
         OSSL_CMP_CTX_free(ctx);
