@@ -43,8 +43,8 @@ if [ "$period" -gt 0 ]; then
     diag "token $token, $seconds s, removal of ${gap} s every $period s"
 else
     diag "token $token, $seconds s, no removal"
-    lockout_before=$(fx_tpm_lockout_counter)
 fi
+[ "$token" != tpm ] || lockout_before=$(fx_tpm_lockout_counter)
 
 rel_shim_conf shim.conf p256 localhost
 "$P11M_TOOL" pem-uri --key "$(fx_key_uri p256)" -o key-uri.pem >pem-uri.out 2>&1 ||
