@@ -37,12 +37,16 @@ struct cmp_opts {
 
 /* The way to the CA, decided once per run: TLS and the proxy. */
 struct cmp_conn {
-    SSL_CTX *sctx;  /* https: the TLS client context; NULL: plain HTTP */
-    char host[256]; /* the CA's host (IPv6 without brackets): SNI, name check */
+    SSL_CTX *sctx;           /* https: the TLS client context; NULL: plain HTTP */
+    OSSL_HTTP_REQ_CTX *http; /* the connection kept alive between messages */
+    char server[258];        /* the CA's host as the URL gives it (IPv6 in brackets) */
+    char host[256];          /* the same without brackets: SNI, name check */
     char port[8];
-    char proxy[300];   /* the proxy in effect, as host:port ("": direct) */
-    int timeout;       /* seconds for the proxy's CONNECT */
-    char tls_why[560]; /* why TLS to the CA failed, when we know better than libssl */
+    char path[512];
+    const char *proxy_url; /* the proxy's URL (the environment's), or "": direct */
+    char proxy[300];       /* the proxy in effect, as host:port ("": direct) */
+    int timeout;           /* seconds for the proxy's CONNECT */
+    char tls_why[560];     /* why TLS to the CA failed, when we know better than libssl */
 };
 
 /* What one CMP exchange needs and gives. */
@@ -231,7 +235,7 @@ static const char *cmp_proxy(struct cmp_conn *c, int tls)
     return p;
 }
 
-static int cmp_tls(OSSL_CMP_CTX *ctx, struct cmp_run *r)
+static int cmp_tls(struct cmp_run *r)
 {
     struct cmp_conn *c = &r->conn;
     const char *trusted = r->o->tls_trusted;
@@ -245,9 +249,39 @@ static int cmp_tls(OSSL_CMP_CTX *ctx, struct cmp_run *r)
         return -1;
     }
     SSL_CTX_set_verify(c->sctx, SSL_VERIFY_PEER, cmp_tls_verify);
-    return SSL_CTX_set_app_data(c->sctx, r) &&
-           OSSL_CMP_CTX_set_http_cb(ctx, cmp_tls_cb) &&
-           OSSL_CMP_CTX_set_http_cb_arg(ctx, r);
+    return SSL_CTX_set_app_data(c->sctx, r);
+}
+
+/*
+ * OSSL_CMP_transfer_cb_t: OpenSSL's own HTTP exchange, made as its default
+ * (OSSL_CMP_MSG_http_perform) makes it, less the Content-Type check. OpenSSL 3.0's
+ * OSSL_HTTP_REQ_CTX_nbio keeps "Content-Type seen" in a local variable: when the header
+ * lines of the answer come in pieces (proxies such as tinyproxy write them one by one)
+ * and it has to wait between two, it forgets the line and fails with "missing content
+ * type". The body still has to be a CMP message in DER.
+ */
+static OSSL_CMP_MSG *cmp_transfer(OSSL_CMP_CTX *ctx, const OSSL_CMP_MSG *req)
+{
+    struct cmp_run *r = OSSL_CMP_CTX_get_transfer_cb_arg(ctx);
+    struct cmp_conn *c = &r->conn;
+    STACK_OF(CONF_VALUE) *headers = NULL;
+    BIO *req_mem = BIO_new(BIO_s_mem()), *rsp = NULL;
+    OSSL_CMP_MSG *msg = NULL;
+
+    if (req_mem != NULL && i2d_OSSL_CMP_MSG_bio(req_mem, req) > 0 &&
+        X509V3_add_value("Pragma", "no-cache", &headers))
+        rsp = OSSL_HTTP_transfer(
+            &c->http, c->server, c->port, c->path, c->sctx != NULL, c->proxy_url, NULL,
+            NULL, NULL, c->sctx != NULL ? cmp_tls_cb : NULL, r, 0, headers,
+            "application/pkixcmp", req_mem, NULL, 1, OSSL_HTTP_DEFAULT_MAX_RESP_LEN,
+            OSSL_CMP_CTX_get_option(ctx, OSSL_CMP_OPT_MSG_TIMEOUT),
+            OSSL_CMP_CTX_get_option(ctx, OSSL_CMP_OPT_KEEP_ALIVE));
+    if (rsp != NULL)
+        msg = d2i_OSSL_CMP_MSG_bio(rsp, NULL);
+    BIO_free(rsp);
+    BIO_free(req_mem);
+    sk_CONF_VALUE_pop_free(headers, X509V3_conf_free);
+    return msg;
 }
 
 static int cmp_server(OSSL_CMP_CTX *ctx, struct cmp_run *r)
@@ -255,7 +289,6 @@ static int cmp_server(OSSL_CMP_CTX *ctx, struct cmp_run *r)
     struct cmp_conn *c = &r->conn;
     const char *url = r->o->server;
     char *host = NULL, *path = NULL;
-    const char *proxy;
     int tls = 0, port = 0, ok;
 
     if (!OSSL_HTTP_parse_url(url, &tls, NULL, &host, NULL, &port, &path, NULL, NULL)) {
@@ -263,22 +296,40 @@ static int cmp_server(OSSL_CMP_CTX *ctx, struct cmp_run *r)
         tool_err("--server: '%s' is not an http:// or https:// URL", url);
         return 0;
     }
-    ok = OSSL_CMP_CTX_set1_server(ctx, host) && OSSL_CMP_CTX_set_serverPort(ctx, port) &&
-         OSSL_CMP_CTX_set1_serverPath(ctx, path);
+    ok = strlen(host) < sizeof(c->server) && strlen(path) < sizeof(c->path);
+    snprintf(c->server, sizeof(c->server), "%s", host);
+    snprintf(c->path, sizeof(c->path), "%s", path);
     snprintf(c->host, sizeof(c->host), "%s", host[0] == '[' ? host + 1 : host);
     c->host[strcspn(c->host, "]")] = '\0';
     snprintf(c->port, sizeof(c->port), "%d", port);
     c->timeout = (int) (r->o->timeout < 30 ? r->o->timeout : 30);
     OPENSSL_free(host);
     OPENSSL_free(path);
+    if (!ok) {
+        tool_err("--server: '%s' is too long", url);
+        return 0;
+    }
     /* Decided once, so that the CONNECT in cmp_tls_cb agrees with the HTTP client. */
-    proxy = cmp_proxy(c, tls);
-    ok = ok && OSSL_CMP_CTX_set1_proxy(ctx, proxy != NULL ? proxy : "");
-    if (ok && tls && (ok = cmp_tls(ctx, r)) < 0)
+    c->proxy_url = cmp_proxy(c, tls);
+    if (c->proxy_url == NULL)
+        c->proxy_url = "";
+    ok = OSSL_CMP_CTX_set_transfer_cb(ctx, cmp_transfer) &&
+         OSSL_CMP_CTX_set_transfer_cb_arg(ctx, r);
+    if (ok && tls && (ok = cmp_tls(r)) < 0)
         return 0;
     if (!ok)
         tool_ossl_err("cannot set up the connection to %s", url);
     return ok;
+}
+
+/* The end of a run's exchanges: the context, the connection, TLS. */
+static void cmp_ctx_free(struct cmp_run *r, OSSL_CMP_CTX *ctx)
+{
+    OSSL_CMP_CTX_free(ctx);
+    OSSL_HTTP_close(r->conn.http, 1);
+    r->conn.http = NULL;
+    SSL_CTX_free(r->conn.sctx);
+    r->conn.sctx = NULL;
 }
 
 /* The new certificate must chain to the anchors (the caPubs when there are none). */
@@ -658,8 +709,7 @@ done:
     sk_X509_pop_free(cas, X509_free);
     X509_free(x);
     X509_REQ_free(csr);
-    OSSL_CMP_CTX_free(ctx);
-    SSL_CTX_free(r.conn.sctx);
+    cmp_ctx_free(&r, ctx);
     EVP_PKEY_free(pk);
     free(uri);
     p11m_obj_free(key);
@@ -874,9 +924,7 @@ static X509 *renew_kur(struct cmp_run *r, struct renew_state *st, STACK_OF(X509)
         *cas = cmp_ca_certs(ctx);
     EVP_PKEY_free(npk);
     EVP_PKEY_free(pk);
-    OSSL_CMP_CTX_free(ctx);
-    SSL_CTX_free(r->conn.sctx);
-    r->conn.sctx = NULL;
+    cmp_ctx_free(r, ctx);
     return x;
 }
 
