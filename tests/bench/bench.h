@@ -33,6 +33,8 @@ typedef struct bench_opts {
     const char *expect; /* tls: cert | nocert: what the server must have seen */
     int init_only;      /* sign prov|soft: EVP context and DigestSignInit, no signature */
     int server_shared;  /* tls: the server in the default library context, the client's */
+    int plus_raw_sign;  /* tls: each handshake followed by a raw C_Sign (sign raw's
+                           options) */
 } BENCH_OPTS;
 
 /* One contender: per-thread state and the operation. op returns 1 on success. */

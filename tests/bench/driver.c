@@ -797,13 +797,16 @@ static void bench_tls(void)
 /*
  * The token is an emulated TPM 2.0 (tests/bench/run --token tpm): a signature takes
  * milliseconds there, so whatever p11mtls adds must vanish next to it. Signing through
- * p11mtls against raw C_Sign on the same key; handshakes against the limit that an
- * in-memory key's handshake reaches when its signature takes as long as the TPM's.
+ * p11mtls against raw C_Sign on the same key. Handshakes against the best a handshake
+ * with that key can do, measured in the same slices: an in-memory key's handshake
+ * followed by a raw C_Sign on the TPM (d+a), less the in-memory signature it made (ds).
+ * Rates of the TPM drift between slices, so a limit computed from separately measured
+ * rates would not do.
  */
 static void bench_tpm(void)
 {
     static const int one[] = {1};
-    static const char *const fmt = "%-22s %8s %8s %8s %8s %8s  %-12s %s\n";
+    static const char *const fmt = "%-20s %7s %7s %7s %7s %7s %7s  %-12s %s\n";
     static const char *const sign_rows[] = {"rsa-pkcs1", "rsa-pss", "ecdsa"};
     static const struct {
         const char *title, *label, *scheme;
@@ -819,10 +822,12 @@ static void bench_tpm(void)
            "section 2\n");
     printf("   d   the handshake with an in-memory key of the same type; ds: its "
            "in-memory signature\n");
-    printf("   limit = 1/(1/d + 1/a - 1/ds): d's handshake when its signature takes as "
-           "long as the TPM's\n");
+    printf("   d+a d's handshake, then a's C_Sign on the TPM key, as one operation\n");
+    printf(
+        "   limit = 1/(1/(d+a) - 1/ds): the handshake on the TPM key at no cost beyond "
+        "the TPM's\n");
     printf("   targets: b/a >= 0.99 (signing), b/limit >= 0.99 (handshakes)\n\n");
-    printf(fmt, "operation", "a", "b", "d", "ds", "limit", "b/a|b/limit", "noise");
+    printf(fmt, "operation", "a", "b", "d", "ds", "d+a", "limit", "b/a|b/limit", "noise");
     for (size_t i = 0; i < sizeof(sign_rows) / sizeof(sign_rows[0]); i++) {
         const struct scheme *s = scheme_named(sign_rows[i]);
         CONT c[2];
@@ -830,25 +835,27 @@ static void bench_tpm(void)
         sign_worker(&c[0], "a", s, "raw");
         sign_worker(&c[1], "b", s, "prov");
         compare(c, 2, one, 1);
-        printf(fmt, s->title, rate(c[0].best[0]), rate(c[1].best[0]), "-", "-", "-",
+        printf(fmt, s->title, rate(c[0].best[0]), rate(c[1].best[0]), "-", "-", "-", "-",
                ratio(c[1].best[0], c[0].best[0], 0.99), noise(&c[1], &c[0], 0));
     }
     for (size_t i = 0; i < sizeof(tls_rows_tpm) / sizeof(tls_rows_tpm[0]); i++) {
         const struct scheme *s = scheme_named(tls_rows_tpm[i].scheme);
         double limit = 0;
-        CONT c[4];
+        CONT c[5];
 
         tls_worker(&c[0], "b", "1.3", tls_rows_tpm[i].label, "uri", "require", "cert");
-        tls_worker(&c[1], "d", "1.3", tls_rows_tpm[i].label, "file", "require", "cert");
-        sign_worker(&c[2], "a", s, "raw");
-        sign_worker(&c[3], "ds", s, "soft");
-        compare(c, 4, one, 1);
-        if (c[1].best[0] != 0 && c[2].best[0] != 0 && c[3].best[0] != 0)
-            limit = 1 / (1 / fabs(c[1].best[0]) + 1 / fabs(c[2].best[0]) -
-                         1 / fabs(c[3].best[0]));
-        printf(fmt, tls_rows_tpm[i].title, rate(c[2].best[0]), rate(c[0].best[0]),
-               rate(c[1].best[0]), rate(c[3].best[0]), rate(limit),
-               ratio(c[0].best[0], limit, 0.99), noise(&c[0], &c[2], 0));
+        tls_worker(&c[1], "d+a", "1.3", tls_rows_tpm[i].label, "file", "require", "cert");
+        w_args(&c[1].w, "--plus-raw-sign", "--scheme", s->name, "--module", opt.module,
+               "--pin-file", in_dir("pin.txt"), "--uri", key_uri(s->label), NULL);
+        tls_worker(&c[2], "d", "1.3", tls_rows_tpm[i].label, "file", "require", "cert");
+        sign_worker(&c[3], "a", s, "raw");
+        sign_worker(&c[4], "ds", s, "soft");
+        compare(c, 5, one, 1);
+        if (c[1].best[0] != 0 && c[4].best[0] != 0)
+            limit = 1 / (1 / fabs(c[1].best[0]) - 1 / fabs(c[4].best[0]));
+        printf(fmt, tls_rows_tpm[i].title, rate(c[3].best[0]), rate(c[0].best[0]),
+               rate(c[2].best[0]), rate(c[4].best[0]), rate(c[1].best[0]), rate(limit),
+               ratio(c[0].best[0], limit, 0.99), noise(&c[0], &c[1], 0));
     }
 }
 

@@ -231,7 +231,8 @@ static void usage(void)
           "       p11mtls-bench-worker tls --via file|uri|engine|none --tls 1.2|1.3\n"
           "           --dir DIR [--cert PEM --key-file PEM --uri URI --conf CNF\n"
           "            --module SO --pin-file F --engine SO --server-shared\n"
-          "            --verify require|request --expect cert|nocert]\n"
+          "            --verify require|request --expect cert|nocert\n"
+          "            --plus-raw-sign --scheme S]\n"
           "schemes: rsa-pkcs1 rsa-pss ecdsa ed25519. Commands on stdin: run MS THREADS,\n"
           "n COUNT, rss, quit (see worker.c).\n",
           stderr);
@@ -256,6 +257,7 @@ static void parse(int argc, char **argv, BENCH_OPTS *o)
         {"expect", required_argument, NULL, 'E'},
         {"init-only", no_argument, NULL, 'I'},
         {"server-shared", no_argument, NULL, 'S'},
+        {"plus-raw-sign", no_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -312,12 +314,62 @@ static void parse(int argc, char **argv, BENCH_OPTS *o)
         case 'S':
             o->server_shared = 1;
             break;
+        case 'P':
+            o->plus_raw_sign = 1;
+            break;
         default:
             usage();
         }
     }
     if (optind != argc || o->via == NULL)
         usage();
+}
+
+/*
+ * --plus-raw-sign: one operation is a handshake and then a raw C_Sign on the token key
+ * (--module, --pin-file, --uri, --scheme). With an in-memory client key this measures,
+ * in the same slices, what a handshake on the token key could reach at best.
+ */
+struct pair {
+    BENCH_CONTENDER first, then;
+};
+struct pair_state {
+    void *first, *then;
+};
+
+static void *pair_thread_new(void *arg, int idx)
+{
+    struct pair *p = arg;
+    struct pair_state *s = calloc(1, sizeof(*s));
+
+    if (s == NULL || (s->first = p->first.thread_new(p->first.arg, idx)) == NULL ||
+        (s->then = p->then.thread_new(p->then.arg, idx)) == NULL) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static int pair_op(void *arg, void *state)
+{
+    struct pair *p = arg;
+    struct pair_state *s = state;
+
+    return p->first.op(p->first.arg, s->first) && p->then.op(p->then.arg, s->then);
+}
+
+static int pair_setup(const BENCH_OPTS *o, BENCH_CONTENDER *c)
+{
+    static struct pair p;
+    BENCH_OPTS so = *o;
+
+    so.via = "raw";
+    if (!bench_tls_setup(o, &p.first) || !bench_sign_setup(&so, &p.then))
+        return 0;
+    c->thread_new = pair_thread_new;
+    c->op = pair_op;
+    c->arg = &p;
+    return 1;
 }
 
 int main(int argc, char **argv)
@@ -331,7 +383,8 @@ int main(int argc, char **argv)
         ok = strcmp(o.via, "engine") == 0 ? bench_engine_setup(&o, &contender)
                                           : bench_sign_setup(&o, &contender);
     else if (strcmp(o.kind, "tls") == 0)
-        ok = bench_tls_setup(&o, &contender);
+        ok = o.plus_raw_sign ? pair_setup(&o, &contender)
+                             : bench_tls_setup(&o, &contender);
     else if (strcmp(o.kind, "gtls") == 0)
         ok = bench_gtls_setup(&o, &contender);
     else

@@ -146,6 +146,21 @@ static void set_timeouts(int fd)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
+/* Why a handshake step failed, when OpenSSL's queue may be empty: the SSL_get_error
+ * code, errno, and how long the handshake took (a read timeout shows as IO_TIMEOUT s). */
+static const char *io_why(const SSL *ssl, int ret, const struct timespec *t0, char *buf,
+                          size_t len)
+{
+    int err = errno;
+    struct timespec t1;
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    snprintf(buf, len, "SSL_get_error %d, errno %d (%s), after %.3f s",
+             ssl != NULL ? SSL_get_error(ssl, ret) : -1, err, strerror(err),
+             (double) (t1.tv_sec - t0->tv_sec) + (t1.tv_nsec - t0->tv_nsec) / 1e9);
+    return buf;
+}
+
 /* ---- the server ---- */
 
 static SSL_CTX *srv_ctx;
@@ -225,19 +240,22 @@ static SSL_CTX *server_ctx(void)
 static void serve_one(int fd)
 {
     SSL *ssl = SSL_new(srv_ctx);
-    char line[512], subject[400] = "none";
+    char line[512], subject[400] = "none", why[160];
+    struct timespec t0;
     X509 *peer;
     int ok;
 
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     set_timeouts(fd);
     if (ssl == NULL || SSL_set_fd(ssl, fd) != 1) {
         count(&c_srv_fail);
         goto done;
     }
-    ok = SSL_accept(ssl) == 1;
-    if (!ok) {
+    errno = 0;
+    ok = SSL_accept(ssl);
+    if (ok != 1) {
         count(&c_srv_fail);
-        report("server: handshake failed");
+        report("server: handshake failed: %s", io_why(ssl, ok, &t0, why, sizeof(why)));
         goto done;
     }
     peer = SSL_get1_peer_certificate(ssl);
@@ -477,10 +495,13 @@ static int client_connect(const struct dest *d)
 /* One handshake to d; 1 if it completed and the server answered. */
 static int handshake(SSL_CTX *ctx, struct dest *d)
 {
-    int fd = client_connect(d), ok = 0, n;
-    char line[512];
+    struct timespec t0;
+    int fd, ok = 0, n = 0, step = 0;
+    char line[512], why[160];
     SSL *ssl;
 
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    fd = client_connect(d);
     count(&c_handshakes);
     if (fd < 0) {
         count(&c_errors);
@@ -488,9 +509,11 @@ static int handshake(SSL_CTX *ctx, struct dest *d)
         return 0;
     }
     ssl = SSL_new(ctx);
+    errno = 0;
     if (ssl != NULL && SSL_set_fd(ssl, fd) == 1 &&
         (d->sni == NULL || SSL_set_tlsext_host_name(ssl, d->sni) == 1) &&
-        SSL_connect(ssl) == 1 && (n = SSL_read(ssl, line, sizeof(line) - 1)) > 0) {
+        (n = SSL_connect(ssl), step = 1, n == 1) &&
+        (n = SSL_read(ssl, line, sizeof(line) - 1), step = 2, n > 0)) {
         line[n] = '\0';
         line[strcspn(line, "\n")] = '\0';
         ok = strncmp(line, "OK ", 3) == 0;
@@ -510,7 +533,9 @@ static int handshake(SSL_CTX *ctx, struct dest *d)
         }
     } else {
         count(&c_errors);
-        report("handshake to %s failed", d->name);
+        report("handshake to %s failed%s: %s", d->name,
+               step == 2 ? " (reading the server's answer)" : "",
+               io_why(ssl, n, &t0, why, sizeof(why)));
     }
     if (ssl != NULL) {
         SSL_shutdown(ssl);
