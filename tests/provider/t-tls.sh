@@ -8,7 +8,7 @@ TPROV_KEYS=$(fx_have_key rsa2048 p256 ed25519)
 # The PEM-URI key file: p384 where the token has it.
 PEMKEY=$(fx_have_key p384)
 : "${PEMKEY:=p256}"
-plan $((2 * (${#KEYS[@]} + $(wc -w <<<"$TPROV_KEYS") + 3) + 3))
+plan $((2 * (${#KEYS[@]} + $(wc -w <<<"$TPROV_KEYS") + 3) + 5))
 
 s_client() { # version key: provider from the command line, no openssl.cnf
     echo hello | OPENSSL_CONF=/dev/null osl s_client -provider-path "$PROV_DIR" \
@@ -53,9 +53,19 @@ echo hello | P11MTLS_DEBUG="2,file:$WORK/pss-debug.log" OPENSSL_CONF=/dev/null o
     -provider-path "$PROV_DIR" -provider p11mtls -provider default -connect "127.0.0.1:$FX_PORT" \
     -tls1_3 -CAfile "$FX_CA_ROOT" -key "$(key_uri rsa2048)?pin-source=file:$FX_PIN_FILE" \
     -cert "$(dev_cert rsa2048)" >pss-client.log 2>&1
-fx_s_server_peer pss >/dev/null
-like "TLS 1.3 with RSA signed with an RSA-PSS mechanism" "$(grep mechanism pss-debug.log)" \
+is "TLS 1.3 with RSA: the server verified the device" "$(fx_s_server_peer pss)" \
+    "$(fx_cert_subject "$(dev_cert rsa2048)")"
+like "...signed with an RSA-PSS mechanism" "$(grep mechanism pss-debug.log)" \
     "mechanism 0x(d|43|44|45|46)$"
+# The key cache: SoftHSM2 copies the key into a session object; tpm2-pkcs11 has no
+# C_CopyObject, so p11mtls signs with the token object there.
+if [ "${P11M_TEST_TOKEN:-softhsm}" = tpm ]; then
+    cache="key cache: the token refused a session copy of key object [0-9]+ \(CKR_FUNCTION_NOT_SUPPORTED\)$"
+else
+    cache="key cache: key object [0-9]+ has session copy [0-9]+$"
+fi
+like "...key cache on ${P11M_TEST_TOKEN:-softhsm}: as the token allows" \
+    "$(grep 'key cache' pss-debug.log)" "$cache"
 fx_s_server_start ecdhe -tls1_2 -groups P-256 >/dev/null || true
 echo hello | OPENSSL_CONF=/dev/null osl s_client -provider-path "$PROV_DIR" -provider p11mtls \
     -provider default -connect "127.0.0.1:$FX_PORT" -tls1_2 -groups P-256 -CAfile "$FX_CA_ROOT" \
