@@ -38,6 +38,7 @@ struct p11m_obj {
     CK_OBJECT_HANDLE handle;
     unsigned epoch;
     int have_handle;
+    int signed_once; /* atomic: a C_Sign with this key has succeeded */
 
     P11M_LOGIN_INFO li; /* pin_value and pin_source owned (copied), cb never kept */
 };
@@ -742,11 +743,20 @@ static int sign_recover(P11M_TOKEN *tok)
     return p11m_module_reinit(tok->mod) && p11m_token_revalidate(tok) == CKR_OK;
 }
 
-/* The token went away, or came back without the key (the lookup found none): worth
- * looking for it again. */
-static int sign_token_lost(CK_RV rv, int signing)
+/*
+ * Worth re-initialising the module and looking for the token again: the token went
+ * away, or came back without the key (the lookup found none); or a key that has signed
+ * before now gets a device or general error, as when the module lost its own state under
+ * it (tpm2-pkcs11 answers CKR_GENERAL_ERROR to every call once tpm2-abrmd, the TPM's
+ * resource manager, has restarted). A key that never signed keeps such errors: the key
+ * itself may be what the token cannot use.
+ */
+static int sign_token_lost(const P11M_OBJ *key, CK_RV rv, int signing)
 {
-    return p11m_rv_token_gone(rv) || (!signing && rv == CKR_OBJECT_HANDLE_INVALID);
+    if (p11m_rv_token_gone(rv) || (!signing && rv == CKR_OBJECT_HANDLE_INVALID))
+        return 1;
+    return signing && (rv == CKR_GENERAL_ERROR || rv == CKR_DEVICE_ERROR) &&
+           __atomic_load_n(&key->signed_once, __ATOMIC_RELAXED);
 }
 
 /* The digest length of a PSS parameter's hash when its MGF1 uses the same hash, else 0.
@@ -831,8 +841,10 @@ CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size
     for (int attempt = 0; attempt < 3; attempt++) {
         *siglen = cap;
         rv = sign_once(key, mech, in, inlen, sig, siglen, &signing);
-        if (rv == CKR_OK)
+        if (rv == CKR_OK) {
+            __atomic_store_n(&key->signed_once, 1, __ATOMIC_RELAXED);
             break;
+        }
         if (signing && rv == CKR_USER_NOT_LOGGED_IN && attempt == 0) {
             /* The token forgot us (idle logout, card reset): look the key up again,
              * which logs in first. */
@@ -846,10 +858,12 @@ CK_RV p11m_sign(P11M_OBJ *key, CK_MECHANISM *mech, const unsigned char *in, size
             obj_forget_handle(key);
             continue;
         }
-        if (!recovered && sign_token_lost(rv, signing)) {
+        if (!recovered && sign_token_lost(key, rv, signing)) {
             recovered = 1;
             if (sign_recover(key->tok))
                 continue;
+            if (rv == CKR_GENERAL_ERROR || rv == CKR_DEVICE_ERROR)
+                break; /* the token's own error says more than "absent" */
             p11m_raise(P11M_R_TOKEN_ABSENT, "the token holding '%s' is not present",
                        p11m_obj_label(key));
             rv = CKR_TOKEN_NOT_PRESENT;

@@ -21,3 +21,21 @@ pub_pem() { local v="FX_PUB_$1"; echo "${!v}"; }
 # osl ARGS...: openssl with the sanitizer runtime preloaded in ASan builds.
 osl() { (fx_preload_env && exec openssl "$@"); }
 tprov() { (fx_preload_env && exec "$TPROV" "$@"); }
+
+# run_loop OUT N: sign with p256 every 200 ms in the background (N attempts), output in
+# OUT (the attempts' lines only: modules registered with p11-kit may print their own
+# noise on stderr); its pid in LOOP.
+run_loop() {
+    (tprov loop "$(key_uri p256)" "$2" 200 2>&1; echo "exit $?") |
+        grep --line-buffered -E '^([0-9]+ |exit )' >"$1" &
+    LOOP=$!
+}
+loop_rc() { sed -n 's/^exit //p' "$1"; }
+# first_attempt OUT: waits (up to 30 s) for the loop's first attempt, however slowly the
+# program starts (ASan builds, a busy machine).
+first_attempt() {
+    for _ in $(seq 150); do
+        grep -q '^0 ' "$1" && return 0
+        sleep 0.2
+    done
+}

@@ -12,23 +12,6 @@ fx_token && fx_ca || bail_out "fixtures could not be built"
 prov_conf key-cache=no
 plan 12
 
-# run_loop OUT N: sign every 200 ms in the background, output in OUT (the attempts'
-# lines only: modules registered with p11-kit may print their own noise on stderr).
-run_loop() {
-    (tprov loop "$(key_uri p256)" "$2" 200 2>&1; echo "exit $?") |
-        grep --line-buffered -E '^([0-9]+ |exit )' >"$1" &
-    LOOP=$!
-}
-loop_rc() { sed -n 's/^exit //p' "$1"; }
-# first_attempt OUT: waits (up to 30 s) for the loop's first attempt, however slowly the
-# program starts (ASan builds, a busy machine).
-first_attempt() {
-    for _ in $(seq 150); do
-        grep -q '^0 ' "$1" && return 0
-        sleep 0.2
-    done
-}
-
 run_loop removed.log 30
 first_attempt removed.log; sleep 0.3; mv token token.away; sleep 2; mv token.away token
 wait "$LOOP"; rc=$(loop_rc removed.log); sed -i '/^exit /d' removed.log

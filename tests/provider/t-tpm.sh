@@ -1,13 +1,14 @@
 #!/bin/bash
 # What only a TPM (tpm2-pkcs11 on the emulated TPM) puts at risk: a forked child must
 # not use the parent's TPM session (it would break the parent's and count against the
-# TPM's dictionary-attack lockout), directly and behind p11-kit's proxy; and N processes
-# given a wrong PIN must not make N tries (swtpm locks after 3).
+# TPM's dictionary-attack lockout), directly and behind p11-kit's proxy; N processes
+# given a wrong PIN must not make N tries (swtpm locks after 3); and a program goes on
+# signing after the TPM's resource manager (tpm2-abrmd) restarts under it.
 source "$(dirname "$0")/common.sh"
 [ "$P11M_TEST_TOKEN" = tpm ] || skip_all "needs P11M_TEST_TOKEN=tpm"
 fx_workdir provider-tpm
 fx_token && fx_ca || bail_out "fixtures could not be built"
-plan 17
+plan 24
 prov_conf
 
 for via in proxy module; do
@@ -22,6 +23,26 @@ for via in proxy module; do
     out=$(tprov fork "$(key_uri p256)$mp" 3 2>&1)
     like "$via: three children in a row: the parent still signs" "$out" "parent after fork: ok"
 done
+
+# tpm2-abrmd restarted under a running program (a package upgrade does it): tpm2-pkcs11
+# answers every call with CKR_GENERAL_ERROR from then on, until it is re-initialised.
+before=$(fx_tpm_lockout_counter)
+P11MTLS_DEBUG="1,file:$WORK/rm-p11.log" run_loop rm.log 30
+first_attempt rm.log
+sleep 0.5
+fx_tpm_rm_restart
+is "tpm2-abrmd restarted while a program signs every 200 ms" "$?" 0
+wait "$LOOP"
+rc=$(loop_rc rm.log)
+sed -i '/^exit /d' rm.log
+is "...the program survives (exit status)" "$rc" 0
+like "...it signed before the restart" "$(head -n 1 rm.log)" "^0 ok"
+like "...and signs again after it, with the same key" "$(tail -n 1 rm.log)" "^29 ok"
+like "...p11mtls re-initialised the module to get there" \
+    "$(grep -m 1 're-initialising' rm-p11.log)" "re-initialising .* to look for tokens again"
+is "...an attempt that failed meanwhile names the token's error or its absence" \
+    "$(grep FAIL rm.log | grep -cvE 'p11mtls::token (error|not present)$')" 0
+is "...the TPM's lockout counter did not move" "$(fx_tpm_lockout_counter)" "$before"
 
 # A fresh copy of the TPM with swtpm's own dictionary-attack policy: 3 failures lock it.
 FX_TPM_LOCKOUT=default fx_tpm_token || bail_out "the TPM did not restart"
