@@ -11,9 +11,11 @@
 # replaced by a new one for the same key (`p11mtls cert import --force`, new subject).
 # Token: P11M_TEST_TOKEN (softhsm, the default; the removal is SoftHSM2's token
 # directory moved away and back, as in tests/provider/t-faults.sh), or tpm: the emulated
-# TPM 2.0, which is part of the board and is never removed, and whose module
-# (tpm2-pkcs11) cannot serve a forked child: there every child is refused the key, the
-# parent keeps working, and the TPM's dictionary-attack counter does not move.
+# TPM 2.0, which is part of the board and is never removed: there the TPM's resource
+# manager (tpm2-abrmd) is stopped instead and started again after the gap, as a package
+# upgrade does; and its module (tpm2-pkcs11) cannot serve a forked child: every child is
+# refused the key, the parent keeps working, and the TPM's dictionary-attack counter does
+# not move.
 #
 # Asserted: no failed request outside the token's absence windows (a window lasts from
 # the removal to the token's return plus the shim's 30-second retry interval plus 5 s);
@@ -35,12 +37,21 @@ if ! fx_token || ! fx_ca; then bail_out "fixtures could not be built"; fi
 if ! fx_nginx_start soak on; then bail_out "nginx did not start"; fi
 seconds=${P11M_SOAK_SECONDS:-3600} period=${P11M_SOAK_PERIOD:-120} gap=${P11M_SOAK_GAP:-10}
 slack=35 # the shim retries a failed identity load after 30 s
-[ "$token" = softhsm ] || period=0 # a TPM is not removed
-if [ "$token" = tpm ]; then plan 12; else plan 11; fi
+if [ "$token" = tpm ]; then
+    plan 12
+    away() { fx__untrack tpm-abrmd; }
+    back() { fx__tpm_abrmd "$FX_TPM_DIR"; }
+    what="tpm2-abrmd stopped"
+else
+    plan 11
+    away() { mv token token.away; }
+    back() { mv token.away token; }
+    what="token removed"
+fi
 url=https://localhost:$FX_NGINX_PORT/
 client=$P11M_SRCDIR/tests/reliability/soak_client.py
 if [ "$period" -gt 0 ]; then
-    diag "token $token, $seconds s, removal of ${gap} s every $period s"
+    diag "token $token, $seconds s, $what for ${gap} s every $period s"
 else
     diag "token $token, $seconds s, no removal"
 fi
@@ -120,9 +131,9 @@ while :; do
     now=$(date +%s)
     [ $((now - start)) -lt "$seconds" ] || break
     if [ "$now" -ge "$next_removal" ]; then
-        mv token token.away && windows+=("$now")
+        away && windows+=("$now")
         sleep "$gap"
-        mv token.away token && windows[-1]+=" $(date +%s)"
+        back && windows[-1]+=" $(date +%s)"
         next_removal=$((next_removal + period))
         echo "cycle-end $(date +%s)" >>cycles.log
     fi
