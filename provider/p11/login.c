@@ -127,10 +127,25 @@ static const char *login_source(const P11M_LOGIN_INFO *li)
     return "the program's PIN callback";
 }
 
+/*
+ * A refusal is believed only from a token that still works afterwards: a module whose
+ * link to its device broke during C_Login may answer CKR_PIN_INCORRECT (tpm2-pkcs11 does
+ * when tpm2-abrmd restarts under it: "Error unsealing wrapping key"), and a refusal
+ * remembered then would shut the identity out on the whole device. A token with no
+ * random number generator to ask is believed.
+ */
+static CK_RV login_token_works(P11M_TOKEN *tok, CK_SESSION_HANDLE sess)
+{
+    CK_BYTE b[1];
+    CK_RV rv = P11M_CALL(tok->mod, C_GenerateRandom, sess, b, sizeof(b));
+
+    return rv == CKR_FUNCTION_NOT_SUPPORTED || rv == CKR_RANDOM_NO_RNG ? CKR_OK : rv;
+}
+
 static CK_RV login_do(P11M_TOKEN *tok, CK_USER_TYPE user, CK_SESSION_HANDLE sess,
                       const P11M_PIN *pin, const char *label)
 {
-    CK_RV rv;
+    CK_RV rv, works;
 
     __atomic_add_fetch(&login_calls, 1, __ATOMIC_SEQ_CST);
     rv = P11M_CALL(tok->mod, C_Login, sess, user,
@@ -138,6 +153,14 @@ static CK_RV login_do(P11M_TOKEN *tok, CK_USER_TYPE user, CK_SESSION_HANDLE sess
                    pin != NULL ? pin->len : 0);
     if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
         return CKR_OK;
+    if (p11m_ckr_reason(rv) == P11M_R_PIN_INCORRECT &&
+        (works = login_token_works(tok, sess)) != CKR_OK) {
+        p11m_raise_ckr(works, "C_GenerateRandom",
+                       "token '%s' answered C_Login with %s, then failed a plain call: "
+                       "the token is not working, so the PIN is not taken as refused",
+                       label, p11m_ckr_name(rv));
+        return CKR_DEVICE_ERROR;
+    }
     if (p11m_ckr_reason(rv) == P11M_R_PIN_INCORRECT) {
         login_set(tok, 0,
                   user == CKU_USER); /* a wrong SO PIN says nothing of the user's */
@@ -180,7 +203,7 @@ static CK_RV login_user_locked(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li,
         rv = CKR_PIN_INCORRECT;
     } else if ((rv = p11m_session_get(tok, &sess)) == CKR_OK) {
         rv = login_do(tok, CKU_USER, sess, pin, label);
-        p11m_session_put(tok, sess, CKR_OK);
+        p11m_session_put(tok, sess, rv == CKR_DEVICE_ERROR ? rv : CKR_OK);
         if (rv == CKR_OK)
             login_set(tok, 1, 0);
         else if (pin != NULL && login_state(tok, &refused) == 0 && refused)
