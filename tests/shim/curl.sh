@@ -55,6 +55,8 @@ curl_expect "host name, other port" "$NONE" \
 
 # -- two transfers at once in one thread: each handshake is credited its own socket
 sh_token_conf "$WORK/shim.conf" p256 "127.0.0.1:$PB"
+fx_nginx_mark a
+fx_nginx_mark b
 for round in 1 2 3; do
     SH_TIMEOUT=10 sh_client "parallel-$round" sh_shim sh_curl --parallel --parallel-immediate \
         "https://127.0.0.1:$PA/" "https://127.0.0.1:$PB/"
@@ -66,6 +68,6 @@ for round in 1 2 3; do
         "$SH_RC $got" "0 1 1 1 1"
 done
 like "... and nginx b verified the device while a saw none" \
-    "$(tail -n 1 "$WORK/b/access.log") | $(tail -n 1 "$WORK/a/access.log")" \
+    "$(fx_nginx_next b 3 | tail -n 1) | $(fx_nginx_next a 3 | tail -n 1)" \
     'verify=SUCCESS dn="UID=dev-p256,CN=device-p256" \| .*verify=NONE dn="-"$'
 finish

@@ -98,32 +98,37 @@ refused "abort: gnutls-cli, its callback's own certificate is refused too" \
 # shellcheck disable=SC2046 # two options
 refused "abort: wget with the certificate it loaded itself is refused too" \
     nginx_saw_nothing sh_wget $(own_cert) "https://localhost:$NON/"
+fx_nginx_mark off
 SH_CONF=$WORK/bad.conf sh_client abort-nocr sh_shim sh_wget "https://localhost:$NOFF/"
 like "abort: no CertificateRequest (nginx verify off): untouched, nothing read or logged" \
-    "$SH_RC $(tr '\n' ' ' <"$SH_OUT")| $(tail -n 1 "$WORK/off/access.log")" \
+    "$SH_RC $(tr '\n' ' ' <"$SH_OUT")| $(fx_nginx_next off)" \
     '^0 verify=NONE dn= \| 127.0.0.1 "GET / HTTP/1.1" 200 TLSv1.3 verify=NONE dn="-"$'
 # shellcheck disable=SC2046
+fx_nginx_mark off
 SH_CONF=$WORK/bad.conf sh_client abort-own-nocr sh_shim sh_wget $(own_cert) "https://localhost:$NOFF/"
 like "abort: own certificate, no CertificateRequest: untouched (config read, nothing refused)" \
-    "$SH_RC $(shim_lines | grep -c refusing) $(tail -n 1 "$WORK/off/access.log")" \
+    "$SH_RC $(shim_lines | grep -c refusing) $(fx_nginx_next off)" \
     '^0 0 127.0.0.1 "GET / HTTP/1.1" 200 '
 
 # -- the same file with on_config_error at its default (continue), then said outright
 for mode in "" continue; do
     what="on_config_error ${mode:-unset}"
     bad_conf "$mode"
+    fx_nginx_mark opt
     SH_CONF=$WORK/bad.conf sh_client "cont-wget-$mode" sh_shim sh_wget "https://localhost:$NOPT/"
     like "$what: wget goes on without a certificate, one config line" \
-        "$SH_RC $(grep -v 'p11mtls\[' "$SH_OUT") | $(shim_lines | tr '\n' ' ')| $(tail -n 1 "$WORK/opt/access.log")" \
+        "$SH_RC $(grep -v 'p11mtls\[' "$SH_OUT") | $(shim_lines | tr '\n' ' ')| $(fx_nginx_next opt)" \
         "^0 verify=NONE dn= \| $CONF_ERR; p11mtls stays out of this program \| .* 200 TLSv1.3 verify=NONE"
+    fx_nginx_mark opt
     SH_CONF=$WORK/bad.conf sh_client "cont-cli-$mode" sh_shim gnutls_cli "$NOPT"
     like "$what: gnutls-cli goes on without a certificate" \
-        "$(grep -c '^verify=NONE dn=$' "$SH_OUT") $(shim_lines | grep -c refusing) $(tail -n 1 "$WORK/opt/access.log")" \
+        "$(grep -c '^verify=NONE dn=$' "$SH_OUT") $(shim_lines | grep -c refusing) $(fx_nginx_next opt)" \
         '^1 0 .* 200 TLSv1.3 verify=NONE'
     # shellcheck disable=SC2046
+    fx_nginx_mark on
     SH_CONF=$WORK/bad.conf sh_client "cont-own-$mode" sh_shim sh_wget $(own_cert) "https://localhost:$NON/"
     like "$what: wget's own certificate reaches nginx" \
-        "$SH_RC $(tail -n 1 "$WORK/on/access.log")" \
+        "$SH_RC $(fx_nginx_next on)" \
         '^0 127.0.0.1 "GET / HTTP/1.1" 200 TLSv1.3 verify=SUCCESS dn="UID=soft-client,CN=soft-client"$'
 done
 
@@ -188,13 +193,14 @@ is "...every request was admitted: the old certificate, then the new one" \
     "$(uniq "$WORK/gc.out" | tr '\n' '|')" "$DN1|$DN2|"
 like "...the shim logged the reload and the new subject" "$(sh_log_new | tr '\n' '|')" \
     "identity device reloaded: serial $new_serial replaces [0-9A-F]+\|.*presented subject=\"/CN=device-p256-v2/UID=dev-p256-v2\" serial=$new_serial"
+fx_nginx_mark on
 gc_run "threads 4 /" $((n + 4))
 is "...four threads at once present the new certificate" \
     "$(tail -n 4 "$WORK/gc.out" | sort -u)" "$DN2"
 gc_run "fork /" $((n + 5))
 is "...and so does a forked child" "$(tail -n 1 "$WORK/gc.out")" "$DN2"
 like "...nginx saw the new certificate on the last connections" \
-    "$(tail -n 5 "$WORK/on/access.log" | sort -u)" \
+    "$(fx_nginx_next on 5 | sort -u)" \
     '^127.0.0.1 "GET / HTTP/1.0" 200 TLSv1.3 verify=SUCCESS dn="UID=dev-p256-v2,CN=device-p256-v2"$'
 exec {gcin}>&-
 rc=0

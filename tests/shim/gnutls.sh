@@ -181,9 +181,10 @@ like "wget with its own certificate sends it, not the device" "$(cat "$SH_OUT")"
     "^verify=SUCCESS dn=UID=soft-client,CN=soft-client"
 sh_log_new >/dev/null
 sh_token_conf "$WORK/shim.conf" p256 "other.example"
+fx_nginx_mark web
 sh_client wget-norule sh_shim sh_wget "https://localhost:$NW/"
 like "no rule: nginx (verify on) sees no certificate and refuses wget" \
-    "$SH_RC $(cat "$SH_OUT") $(tail -n 1 "$WORK/web/access.log")" \
+    "$SH_RC $(cat "$SH_OUT") $(fx_nginx_next web)" \
     '^8  .* 400 TLSv1.3 verify=NONE dn="-"$'
 
 # -- p11mtls doctor --program: which TLS library, covered or not
