@@ -103,8 +103,8 @@ SH_CONF=$WORK/bad.conf sh_client abort-nocr sh_shim sh_wget "https://localhost:$
 like "abort: no CertificateRequest (nginx verify off): untouched, nothing read or logged" \
     "$SH_RC $(tr '\n' ' ' <"$SH_OUT")| $(fx_nginx_next off)" \
     '^0 verify=NONE dn= \| 127.0.0.1 "GET / HTTP/1.1" 200 TLSv1.3 verify=NONE dn="-"$'
-# shellcheck disable=SC2046
 fx_nginx_mark off
+# shellcheck disable=SC2046
 SH_CONF=$WORK/bad.conf sh_client abort-own-nocr sh_shim sh_wget $(own_cert) "https://localhost:$NOFF/"
 like "abort: own certificate, no CertificateRequest: untouched (config read, nothing refused)" \
     "$SH_RC $(shim_lines | grep -c refusing) $(fx_nginx_next off)" \
@@ -124,8 +124,8 @@ for mode in "" continue; do
     like "$what: gnutls-cli goes on without a certificate" \
         "$(grep -c '^verify=NONE dn=$' "$SH_OUT") $(shim_lines | grep -c refusing) $(fx_nginx_next opt)" \
         '^1 0 .* 200 TLSv1.3 verify=NONE'
-    # shellcheck disable=SC2046
     fx_nginx_mark on
+    # shellcheck disable=SC2046
     SH_CONF=$WORK/bad.conf sh_client "cont-own-$mode" sh_shim sh_wget $(own_cert) "https://localhost:$NON/"
     like "$what: wget's own certificate reaches nginx" \
         "$SH_RC $(fx_nginx_next on)" \
