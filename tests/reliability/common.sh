@@ -114,7 +114,8 @@ rel_no_crash() { # DESC RC OUTFILE
     if [ "$2" -gt 128 ] && [ "$2" -ne 124 ]; then
         fail "$1" "killed by signal $(($2 - 128))" "$(tail -n 15 "$3")"
     elif grep -Eq 'ERROR: AddressSanitizer|runtime error:|LeakSanitizer' "$3"; then
-        fail "$1" "sanitizer report" "$(grep -E -A8 'ERROR: AddressSanitizer|runtime error:' "$3" | head -n 20)"
+        # the report's own lines: other processes' noise may come in between
+        fail "$1" "sanitizer report" "$(grep -E '==[0-9]+==ERROR|runtime error:|^ +#[0-9]+ 0x|SUMMARY: ' "$3" | head -n 40)"
     elif [ "$2" -eq 124 ]; then
         fail "$1" "timed out (hung)" "$(tail -n 15 "$3")"
     else

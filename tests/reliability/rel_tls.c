@@ -161,6 +161,26 @@ static const char *io_why(const SSL *ssl, int ret, const struct timespec *t0, ch
     return buf;
 }
 
+/*
+ * 1 when a blocking socket call only was interrupted: signal(7) says reads and writes on
+ * a socket with a timeout (SO_RCVTIMEO, SO_SNDTIMEO) fail with EINTR whenever a signal
+ * handler runs, SA_RESTART or not, and OpenSSL reports that as "want read/write". Seen
+ * in the parent while it examined and killed hung children.
+ */
+static int io_interrupted(const SSL *ssl, int ret, int err)
+{
+    int e = SSL_get_error(ssl, ret);
+
+    return (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && err == EINTR;
+}
+
+/* SSL_accept, SSL_connect, SSL_read or SSL_write, again after an interruption. */
+#define IO_RETRY(ret, ssl, call)                                                         \
+    do {                                                                                 \
+        errno = 0;                                                                       \
+        (ret) = (call);                                                                  \
+    } while ((ret) <= 0 && io_interrupted((ssl), (ret), errno))
+
 /* ---- the server ---- */
 
 static SSL_CTX *srv_ctx;
@@ -251,8 +271,7 @@ static void serve_one(int fd)
         count(&c_srv_fail);
         goto done;
     }
-    errno = 0;
-    ok = SSL_accept(ssl);
+    IO_RETRY(ok, ssl, SSL_accept(ssl));
     if (ok != 1) {
         count(&c_srv_fail);
         report("server: handshake failed: %s", io_why(ssl, ok, &t0, why, sizeof(why)));
@@ -267,7 +286,8 @@ static void serve_one(int fd)
         X509_free(peer);
     }
     snprintf(line, sizeof(line), "OK %s\n", subject);
-    if (SSL_write(ssl, line, (int) strlen(line)) <= 0)
+    IO_RETRY(ok, ssl, SSL_write(ssl, line, (int) strlen(line)));
+    if (ok <= 0)
         count(&c_srv_fail);
     SSL_shutdown(ssl);
 done:
@@ -315,9 +335,25 @@ static void *accept_thread(void *arg)
     return NULL;
 }
 
+static int srv_threads; /* the pool's size */
+
+/*
+ * Before the process ends: no server thread is still inside libssl. A client can have
+ * its answer while its server thread is still in SSL_shutdown/SSL_free, and exit()'s
+ * OpenSSL cleanup under a thread still using OpenSSL is the program's bug, not a fault
+ * the tests look for.
+ */
+static void servers_done(void)
+{
+    if (srv_threads > 0)
+        servers_quiet(srv_threads);
+}
+
 static int server_start(int nthreads)
 {
     pthread_t t;
+
+    srv_threads = nthreads;
 
     srv_ctx = server_ctx();
     if (srv_ctx == NULL) {
@@ -492,6 +528,17 @@ static int client_connect(const struct dest *d)
     return sv[0];
 }
 
+/* The handshake, then the server's one-line answer into line (n: SSL_read's return);
+ * 1 if the handshake completed. */
+static int client_io(SSL *ssl, char *line, size_t len, int *n)
+{
+    IO_RETRY(*n, ssl, SSL_connect(ssl));
+    if (*n != 1)
+        return 0;
+    IO_RETRY(*n, ssl, SSL_read(ssl, line, (int) len - 1));
+    return 1;
+}
+
 /* One handshake to d; 1 if it completed and the server answered. */
 static int handshake(SSL_CTX *ctx, struct dest *d)
 {
@@ -512,8 +559,7 @@ static int handshake(SSL_CTX *ctx, struct dest *d)
     errno = 0;
     if (ssl != NULL && SSL_set_fd(ssl, fd) == 1 &&
         (d->sni == NULL || SSL_set_tlsext_host_name(ssl, d->sni) == 1) &&
-        (n = SSL_connect(ssl), step = 1, n == 1) &&
-        (n = SSL_read(ssl, line, sizeof(line) - 1), step = 2, n > 0)) {
+        (step = 1, client_io(ssl, line, sizeof(line), &n)) && (step = 2, n > 0)) {
         line[n] = '\0';
         line[strcspn(line, "\n")] = '\0';
         ok = strncmp(line, "OK ", 3) == 0;
@@ -643,6 +689,7 @@ static int mode_threads(void)
         return 1;
     dests_init(0);
     run_threads(o.threads, o.n, 0);
+    servers_done();
     summary("");
     return all_good() ? 0 : 1;
 }
@@ -653,6 +700,7 @@ static int mode_dests(void)
         return 1;
     dests_init(1);
     run_threads(o.threads, o.n, 1);
+    servers_done();
     for (int i = 0; i < ndests; i++)
         printf("dest %s handshakes=%ld cert=%ld\n", dests[i].name, dests[i].handshakes,
                dests[i].certs);
@@ -675,6 +723,7 @@ static int child_main(int idx)
         return 1;
     for (int i = 0; i < o.n; i++)
         handshake(shared_ctx[thread_version(idx) == 13], &dests[0]);
+    servers_done();
     if (!all_good()) {
         summary("child: ");
         return 1;
@@ -818,6 +867,7 @@ static int mode_fork(int *child_rc)
     if (o.fresh && !setup_client())
         return 1;
     handshake(shared_ctx[1], &dests[0]);
+    servers_done();
     printf("children=%d failed=%d timed_out=%d\n", nchildren, failed, timed_out);
     summary("parent: ");
     return failed == 0 && timed_out == 0 && all_good() ? 0 : 1;
