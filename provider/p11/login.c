@@ -131,15 +131,17 @@ static const char *login_source(const P11M_LOGIN_INFO *li)
  * A refusal is believed only from a token that still works afterwards: a module whose
  * link to its device broke during C_Login may answer CKR_PIN_INCORRECT (tpm2-pkcs11 does
  * when tpm2-abrmd restarts under it: "Error unsealing wrapping key"), and a refusal
- * remembered then would shut the identity out on the whole device. A token with no
- * random number generator to ask is believed.
+ * remembered then would shut the identity out on the whole device. Only a general or
+ * device error, or a dead session, on a request for one random byte says the token is
+ * broken; any other answer (none to give, not logged in, ...) leaves the refusal
+ * believed.
  */
 static CK_RV login_token_works(P11M_TOKEN *tok, CK_SESSION_HANDLE sess)
 {
     CK_BYTE b[1];
     CK_RV rv = P11M_CALL(tok->mod, C_GenerateRandom, sess, b, sizeof(b));
 
-    return rv == CKR_FUNCTION_NOT_SUPPORTED || rv == CKR_RANDOM_NO_RNG ? CKR_OK : rv;
+    return rv == CKR_GENERAL_ERROR || p11m_rv_session_dead(rv) ? rv : CKR_OK;
 }
 
 static CK_RV login_do(P11M_TOKEN *tok, CK_USER_TYPE user, CK_SESSION_HANDLE sess,
