@@ -556,7 +556,6 @@ static int handshake(SSL_CTX *ctx, struct dest *d)
         return 0;
     }
     ssl = SSL_new(ctx);
-    errno = 0;
     if (ssl != NULL && SSL_set_fd(ssl, fd) == 1 &&
         (d->sni == NULL || SSL_set_tlsext_host_name(ssl, d->sni) == 1) &&
         (step = 1, client_io(ssl, line, sizeof(line), &n)) && (step = 2, n > 0)) {

@@ -34,7 +34,6 @@ gnutls_cli() { # PORT ARGS...
         timeout "${SH_TIMEOUT:-3}" gnutls-cli --x509cafile="$FX_CA_ROOT" -p "$1" "${@:2}" localhost
 }
 own_cert() { echo --certificate="$FX_SOFT_CLIENT_CERT" --private-key="$FX_SOFT_CLIENT_KEY"; }
-access_lines() { grep -c . "$WORK/$1/access.log" 2>/dev/null || true; }
 shim_lines() { grep 'p11mtls\[' "$SH_OUT" | sed 's/^p11mtls\[[0-9]*\]: //'; }
 
 # -- a configuration with an error: a rule for localhost and an unknown key
@@ -82,12 +81,12 @@ refused() {
 }
 server_said() { tail -n 2 "$WORK/on/access.log" "$WORK/sserv.err" 2>/dev/null; }
 NON_BEFORE=0
-nginx_saw_nothing() { [ "$(access_lines on)" = "$NON_BEFORE" ]; }
+nginx_saw_nothing() { [ "$(fx_nginx_lines on)" = "$NON_BEFORE" ]; }
 sserv_saw_no_cert() { [ "$(fx_s_server_peer sserv)" = none ]; }
 
 # -- fail-closed mode
 bad_conf abort
-NON_BEFORE=$(access_lines on)
+NON_BEFORE=$(fx_nginx_lines on)
 refused "abort: wget, nginx requires a certificate" nginx_saw_nothing \
     sh_wget "https://localhost:$NON/"
 refused "abort: gnutls-cli (its callback sends nothing) against s_server" \
