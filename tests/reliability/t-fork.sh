@@ -81,22 +81,27 @@ EOF2
 chmod +x on-hang.sh
 
 # where_hung BT PID: "libcrypto" if the child's main thread waits on a lock libcrypto
-# took and is not inside the PKCS#11 module or p11-kit; otherwise the frames
+# took and is not inside the PKCS#11 module or p11-kit; otherwise the frames. A main
+# thread waiting for rel-tls's own server thread to go idle (servers_quiet) is judged by
+# where that server thread waits.
 where_hung() {
     awk -v lwp="(LWP $2)" '
-        /^Thread / { mine = index($0, lwp) > 0; next }
-        mine && /^#/ { n++; f[n] = $0 }
+        /^Thread / { t++; main[t] = index($0, lwp) > 0; n[t] = 0; next }
+        t && /^#/ { n[t]++; f[t, n[t]] = $0; if ($0 ~ /server_thread/) srv = t
+                    if ($0 ~ /servers_quiet/) quiet[t] = 1 }
         END {
-            for (i = 1; i <= n; i++)
-                if (f[i] !~ /futex|pthread_|lll_lock|__GI_/) break
-            if (i <= n && f[i] ~ /libcrypto\.so/) {
-                for (j = 1; j <= n; j++)
-                    if (f[j] ~ /p11-kit|p11_kit|softhsm|tpm2|p11m_|C_Sign|C_Login/) {
-                        print "inside the PKCS#11 module: " f[j]; exit
+            for (i = 1; i <= t; i++) if (main[i]) m = i
+            if (m && quiet[m] && srv) m = srv
+            for (i = 1; i <= n[m]; i++)
+                if (f[m, i] !~ /futex|pthread_|lll_lock|__GI_/) break
+            if (i <= n[m] && f[m, i] ~ /libcrypto\.so/) {
+                for (j = 1; j <= n[m]; j++)
+                    if (f[m, j] ~ /p11-kit|p11_kit|softhsm|tpm2|p11m_|C_Sign|C_Login/) {
+                        print "inside the PKCS#11 module: " f[m, j]; exit
                     }
                 print "libcrypto"; exit
             }
-            for (j = 1; j <= n && j <= 12; j++) print f[j]
+            for (j = 1; j <= n[m] && j <= 12; j++) print f[m, j]
         }' "$1"
 }
 
