@@ -37,6 +37,12 @@ if ! fx_token || ! fx_ca; then bail_out "fixtures could not be built"; fi
 if ! fx_nginx_start soak on; then bail_out "nginx did not start"; fi
 seconds=${P11M_SOAK_SECONDS:-3600} period=${P11M_SOAK_PERIOD:-120} gap=${P11M_SOAK_GAP:-10}
 slack=35 # the shim retries a failed identity load after 30 s
+# The key: P-256; on the TPM RSA-2048, because tpm2-pkcs11 1.9.0 (Debian 12) loses 66
+# bytes at every C_SignInit on an EC key (fixed in its 1.9.2), which would hide what the
+# memory check is for: tests/RELIABILITY.md.
+key=p256
+[ "$token" != tpm ] || key=rsa2048
+dev_cert=FX_DEV_CERT_$key dev_pub=FX_PUB_$key
 if [ "$token" = tpm ]; then
     plan 12
     away() { fx__untrack tpm-abrmd; }
@@ -57,8 +63,8 @@ else
 fi
 [ "$token" != tpm ] || lockout_before=$(fx_tpm_lockout_counter)
 
-rel_shim_conf shim.conf p256 localhost
-"$P11M_TOOL" pem-uri --key "$(fx_key_uri p256)" -o key-uri.pem >pem-uri.out 2>&1 ||
+rel_shim_conf shim.conf "$key" localhost
+"$P11M_TOOL" pem-uri --key "$(fx_key_uri "$key")" -o key-uri.pem >pem-uri.out 2>&1 ||
     bail_out "pem-uri: $(cat pem-uri.out)"
 fx_openssl_cnf provider.cnf "pkcs11-module=$FX_P11KIT_PROXY" pem-uri-files=yes
 
@@ -74,7 +80,7 @@ shim_pid=$!
     export P11MTLS_DEBUG="2,file:$WORK/prov-p11.log" OPENSSL_CONF=$WORK/provider.cnf
     [ -z "$REL_ASAN" ] || fx_preload_env
     exec python3 "$client" "$url" "$FX_CA_ROOT" "$WORK/prov-req.log" "$WORK/stop" \
-        --fork-every 20 --cert "$FX_DEV_CERT_p256" --key "$WORK/key-uri.pem"
+        --fork-every 20 --cert "${!dev_cert}" --key "$WORK/key-uri.pem"
 ) >prov-client.out 2>&1 &
 prov_pid=$!
 (
@@ -138,8 +144,8 @@ while :; do
         echo "cycle-end $(date +%s)" >>cycles.log
     fi
     if [ "$replaced" = 0 ] && [ $((now - start)) -ge $((seconds / 2)) ]; then
-        fx__ca_device "$FX_PUB_p256" p256-v2 "$FX_CA_DIR/inter" new-cert.pem >ca.out 2>&1 &&
-            "$P11M_TOOL" cert import --uri "$(fx_key_uri p256)" --cert new-cert.pem \
+        fx__ca_device "${!dev_pub}" "$key-v2" "$FX_CA_DIR/inter" new-cert.pem >ca.out 2>&1 &&
+            "$P11M_TOOL" cert import --uri "$(fx_key_uri "$key")" --cert new-cert.pem \
                 --pin-source "file:$FX_PIN_FILE" --force >import.out 2>&1
         replaced=$?
         replaced_at=$(date +%s)
@@ -233,6 +239,6 @@ for c in shim prov; do
     like "$c: PKCS#11 sessions not growing across removals" "$line" "sessions_ok=1"
 done
 is "the certificate was replaced on the token half-way" "$replaced" 1
-like "a new shimmed process presents the new certificate" "$fresh" "verify=SUCCESS dn=.*CN=device-p256-v2"
+like "a new shimmed process presents the new certificate" "$fresh" "verify=SUCCESS dn=.*CN=device-$key-v2"
 check "nginx still runs" kill -0 "$(cat "$WORK/soak/nginx.pid" 2>/dev/null || echo 0)"
 finish
