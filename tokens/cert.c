@@ -127,25 +127,33 @@ CK_RV cert_create_x509(P11M_TOKEN *tok, CK_SESSION_HANDLE s, X509 *x, const char
     return rv;
 }
 
+/* The certificates stored for the key's CKA_ID. */
+struct cert_old {
+    CK_OBJECT_HANDLE h[16];
+    long n;
+};
+
 /*
- * What is stored for the key's CKA_ID already: 0 nothing (or removed with --force),
- * 1 this very certificate, -1 a different one kept (error printed) or an error.
+ * What is stored for the key's CKA_ID already: 0 nothing, or (with --force) different
+ * certificates, listed in old to be removed once the new one is stored; 1 this very
+ * certificate; -1 a different one kept (error printed) or an error.
  */
 static int cert_existing(P11M_TOKEN *tok, CK_SESSION_HANDLE s, const P11M_OBJ *key,
-                         const struct cert_der *d, int force)
+                         const struct cert_der *d, int force, struct cert_old *old)
 {
     size_t idlen;
     const unsigned char *id = p11m_obj_id(key, &idlen);
     const CK_ATTRIBUTE q[2] = {{CKA_ID, (void *) id, idlen},
                                {CKA_VALUE, d->value, (CK_ULONG) d->value_len}};
-    CK_OBJECT_HANDLE h[16], same_h[16];
-    long n = cert_find(tok, s, q, 1, h, 16), same;
+    CK_OBJECT_HANDLE same_h[16];
+    long same;
 
-    if (n <= 0)
-        return (int) n;
+    old->n = cert_find(tok, s, q, 1, old->h, 16);
+    if (old->n <= 0)
+        return (int) old->n;
     if ((same = cert_find(tok, s, q, 2, same_h, 16)) < 0)
         return -1;
-    if (same == n)
+    if (same == old->n)
         return 1;
     if (!force) {
         tool_err(
@@ -154,16 +162,24 @@ static int cert_existing(P11M_TOKEN *tok, CK_SESSION_HANDLE s, const P11M_OBJ *k
             p11m_obj_label(key));
         return -1;
     }
-    for (long i = 0; i < n; i++) {
-        CK_RV rv = p11m_object_destroy(tok, s, h[i]);
+    return 0;
+}
+
+/* After the new certificate is stored: the key never goes without one. */
+static int cert_remove_old(P11M_TOKEN *tok, CK_SESSION_HANDLE s,
+                           const struct cert_old *old)
+{
+    for (long i = 0; i < old->n; i++) {
+        CK_RV rv = p11m_object_destroy(tok, s, old->h[i]);
 
         if (rv != CKR_OK) {
-            tool_err("removing the old certificate: C_DestroyObject: %s",
+            tool_err("the new certificate is stored, but removing the old one failed: "
+                     "C_DestroyObject: %s",
                      p11m_ckr_name(rv));
-            return -1;
+            return 0;
         }
     }
-    return 0;
+    return 1;
 }
 
 /* Stores the chain certificates that are not on the token yet. */
@@ -225,6 +241,7 @@ static int cert_store(const struct import_opts *o, P11M_OBJ *key, X509 *x,
     P11M_LOGIN_INFO li;
     CK_SESSION_HANDLE s;
     struct cert_der d;
+    struct cert_old old;
     size_t idlen;
     const unsigned char *id = p11m_obj_id(key, &idlen);
     int ok = 0, have;
@@ -235,12 +252,12 @@ static int cert_store(const struct import_opts *o, P11M_OBJ *key, X509 *x,
         return 0;
     if (p11m_token_login(tok, &li) != CKR_OK || p11m_session_open_rw(tok, &s) != CKR_OK)
         goto done;
-    have = cert_existing(tok, s, key, &d, o->force);
+    have = cert_existing(tok, s, key, &d, o->force, &old);
     if (have == 0) {
         rv = cert_create(tok, s, &d, p11m_obj_label(key), id, idlen, 1);
         if (rv != CKR_OK)
             tool_err("storing the certificate: C_CreateObject: %s", p11m_ckr_name(rv));
-        have = rv == CKR_OK ? 0 : -1;
+        have = rv == CKR_OK && cert_remove_old(tok, s, &old) ? 0 : -1;
     } else if (have == 1) {
         fprintf(stderr, "p11mtls: the certificate is on the token already\n");
     }

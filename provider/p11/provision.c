@@ -4,6 +4,8 @@
  * attributes. Thin on purpose: each returns the token's CK_RV and raises nothing, so the
  * tool words the message for the step that failed.
  */
+#include <time.h>
+
 #include "p11m_int.h"
 
 CK_RV p11m_slot_token_info(P11M_MODULE *mod, CK_SLOT_ID slot, CK_TOKEN_INFO *info)
@@ -48,15 +50,51 @@ CK_RV p11m_session_logout(P11M_TOKEN *tok, CK_SESSION_HANDLE s)
     return P11M_CALL(tok->mod, C_Logout, s);
 }
 
+/*
+ * A write that met another program reading the token's store: tried again, 50 ms later
+ * and doubling up to 1 s, 12 times in all (7.55 s of waiting at most). tpm2-pkcs11
+ * keeps its objects in an SQLite database without a busy timeout, and every program
+ * that loads it reads that database in C_Initialize: a write meeting such a reader fails
+ * with CKR_GENERAL_ERROR, its transaction rolled back (a certificate replacement failed
+ * so while other programs started). Other answers are final.
+ */
+#define WRITE_TRIES 12
+
+static int write_again(CK_RV rv, int tried)
+{
+    struct timespec gap = {0, 0};
+    long ms = tried < 6 ? 50L << (tried - 1) : 1000;
+
+    if (rv != CKR_GENERAL_ERROR || tried >= WRITE_TRIES)
+        return 0;
+    gap.tv_sec = ms / 1000;
+    gap.tv_nsec = (ms % 1000) * 1000000L;
+    nanosleep(&gap, NULL);
+    return 1;
+}
+
 CK_RV p11m_object_create(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_ATTRIBUTE *t,
                          CK_ULONG n, CK_OBJECT_HANDLE *h)
 {
-    return P11M_CALL(tok->mod, C_CreateObject, s, t, n, h);
+    CK_RV rv;
+
+    for (int tried = 1;
+         (rv = P11M_CALL(tok->mod, C_CreateObject, s, t, n, h)) != CKR_OK &&
+         write_again(rv, tried);
+         tried++)
+        ;
+    return rv;
 }
 
 CK_RV p11m_object_destroy(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h)
 {
-    return P11M_CALL(tok->mod, C_DestroyObject, s, h);
+    CK_RV rv;
+
+    for (int tried = 1; (rv = P11M_CALL(tok->mod, C_DestroyObject, s, h)) != CKR_OK &&
+                        write_again(rv, tried);
+         tried++)
+        ;
+    return rv;
 }
 
 CK_RV p11m_object_get_attrs(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
@@ -68,7 +106,14 @@ CK_RV p11m_object_get_attrs(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAND
 CK_RV p11m_object_set_attrs(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                             CK_ATTRIBUTE *t, CK_ULONG n)
 {
-    return P11M_CALL(tok->mod, C_SetAttributeValue, s, h, t, n);
+    CK_RV rv;
+
+    for (int tried = 1;
+         (rv = P11M_CALL(tok->mod, C_SetAttributeValue, s, h, t, n)) != CKR_OK &&
+         write_again(rv, tried);
+         tried++)
+        ;
+    return rv;
 }
 
 CK_RV p11m_keypair_generate(P11M_TOKEN *tok, CK_SESSION_HANDLE s, CK_MECHANISM *mech,
