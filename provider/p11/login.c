@@ -134,7 +134,11 @@ static const char *login_source(const P11M_LOGIN_INFO *li)
  * remembered then would shut the identity out on the whole device. Only a general or
  * device error, or a dead session, on a request for one random byte says the token is
  * broken; any other answer (none to give, not logged in, ...) leaves the refusal
- * believed.
+ * believed. A general or device error from C_Login is put to the same test: a broken
+ * link (tpm2-pkcs11 whose tpm2-abrmd went away before the login) answers every C_Login
+ * so until the module is initialised again. A token found broken is reported as
+ * CKR_DEVICE_REMOVED: the device as the module knew it is gone, and what follows a
+ * removal (re-initialise, find the token again: object.c) is what brings it back.
  */
 static CK_RV login_token_works(P11M_TOKEN *tok, CK_SESSION_HANDLE sess)
 {
@@ -155,13 +159,14 @@ static CK_RV login_do(P11M_TOKEN *tok, CK_USER_TYPE user, CK_SESSION_HANDLE sess
                    pin != NULL ? pin->len : 0);
     if (rv == CKR_OK || rv == CKR_USER_ALREADY_LOGGED_IN)
         return CKR_OK;
-    if (p11m_ckr_reason(rv) == P11M_R_PIN_INCORRECT &&
+    if ((p11m_ckr_reason(rv) == P11M_R_PIN_INCORRECT || rv == CKR_GENERAL_ERROR ||
+         rv == CKR_DEVICE_ERROR) &&
         (works = login_token_works(tok, sess)) != CKR_OK) {
         p11m_raise_ckr(works, "C_GenerateRandom",
                        "token '%s' answered C_Login with %s, then failed a plain call: "
-                       "the token is not working, so the PIN is not taken as refused",
+                       "the token is not working (a refusal would not be believed)",
                        label, p11m_ckr_name(rv));
-        return CKR_DEVICE_ERROR;
+        return CKR_DEVICE_REMOVED;
     }
     if (p11m_ckr_reason(rv) == P11M_R_PIN_INCORRECT) {
         login_set(tok, 0,
@@ -205,7 +210,7 @@ static CK_RV login_user_locked(P11M_TOKEN *tok, const P11M_LOGIN_INFO *li,
         rv = CKR_PIN_INCORRECT;
     } else if ((rv = p11m_session_get(tok, &sess)) == CKR_OK) {
         rv = login_do(tok, CKU_USER, sess, pin, label);
-        p11m_session_put(tok, sess, rv == CKR_DEVICE_ERROR ? rv : CKR_OK);
+        p11m_session_put(tok, sess, rv == CKR_DEVICE_REMOVED ? rv : CKR_OK);
         if (rv == CKR_OK)
             login_set(tok, 1, 0);
         else if (pin != NULL && login_state(tok, &refused) == 0 && refused)

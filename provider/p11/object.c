@@ -620,6 +620,10 @@ CK_RV p11m_obj_find(P11M_MODULE *mod, const P11M_FIND_ARGS *args, p11m_obj_cb *c
     p11m_token_list_free(&list);
     if (count != NULL)
         *count = run.count;
+    /* A token that went away or stopped working (login.c) comes back, if ever, only
+     * with the module initialised afresh: done now, for the next attempt. */
+    if (run.count == 0 && p11m_rv_token_gone(err))
+        p11m_module_reinit(mod);
     /* A failure on one token does not hide what another token had. */
     return run.count > 0 ? CKR_OK : err;
 }

@@ -3,12 +3,13 @@
 # not use the parent's TPM session (it would break the parent's and count against the
 # TPM's dictionary-attack lockout), directly and behind p11-kit's proxy; N processes
 # given a wrong PIN must not make N tries (swtpm locks after 3); and a program goes on
-# signing after the TPM's resource manager (tpm2-abrmd) restarts under it.
+# signing after the TPM's resource manager (tpm2-abrmd) restarts under it, and logs in
+# after it went away before the program's first login.
 source "$(dirname "$0")/common.sh"
 [ "$P11M_TEST_TOKEN" = tpm ] || skip_all "needs P11M_TEST_TOKEN=tpm"
 fx_workdir provider-tpm
 fx_token && fx_ca || bail_out "fixtures could not be built"
-plan 24
+plan 30
 prov_conf
 
 for via in proxy module; do
@@ -43,6 +44,36 @@ like "...p11mtls re-initialised the module to get there" \
 is "...an attempt that failed meanwhile names the token's error or its absence" \
     "$(grep FAIL rm.log | grep -cvE 'p11mtls::token (error|not present)$')" 0
 is "...the TPM's lockout counter did not move" "$(fx_tpm_lockout_counter)" "$before"
+
+# tpm2-abrmd gone before a program's first login: tpm2-pkcs11 answers C_Login with
+# CKR_GENERAL_ERROR from then on, until it is initialised again (a shimmed daemon that
+# had not connected yet stayed locked out until restarted). The program starts with no
+# PIN file yet (its attempts fail before any login), tpm2-abrmd stops, the PIN file
+# appears, a login attempt meets the broken link, and tpm2-abrmd comes back.
+before=$(fx_tpm_lockout_counter)
+prov_conf "pin-source=file:$WORK/later-pin.txt" debug-level=1 "debug-file=$WORK/late-p11.log"
+run_loop late.log 100
+first_attempt late.log
+fx__untrack tpm-abrmd
+(umask 077 && echo "$FX_PIN" >later-pin.txt)
+for _ in $(seq 150); do
+    grep -qE "FAIL .*token (error|not present)" late.log && break
+    sleep 0.2
+done
+fx__tpm_abrmd "$FX_TPM_DIR"
+is "tpm2-abrmd back after a login attempt met its absence" "$?" 0
+wait "$LOOP"
+rc=$(loop_rc late.log)
+sed -i '/^exit /d' late.log
+is "...the program survives (exit status)" "$rc" 0
+like "...that attempt failed as the token's error or absence" \
+    "$(grep -m 1 -vE 'PIN source unusable' late.log)" "FAIL .*p11mtls::token (error|not present)$"
+like "...and signs once tpm2-abrmd is back" "$(tail -n 1 late.log)" "^99 ok"
+is "...no PIN refusal was recorded, the TPM's lockout counter did not move" \
+    "$(cat "$P11MTLS_RUNTIME_DIR"/*.refused 2>/dev/null) $(fx_tpm_lockout_counter)" " $before"
+like "...p11mtls re-initialised the module to get there" \
+    "$(grep -m 1 're-initialising' late-p11.log)" "re-initialising .* to look for tokens again"
+prov_conf
 
 # A fresh copy of the TPM with swtpm's own dictionary-attack policy: 3 failures lock it.
 FX_TPM_LOCKOUT=default fx_tpm_token || bail_out "the TPM did not restart"
