@@ -353,10 +353,24 @@ static void quiet_wait(void)
     }
 }
 
+/* Counts a slice that began at busy0 and lasted ns (the worker's CPU time in w_extra):
+ * 1 if undisturbed, 0 if other processes took more than 5% of the machine in it. */
+static int slice_count(double busy0, double ns)
+{
+    double busy1 = stat_busy_ns();
+    double others = busy0 < 0 || busy1 < 0 || w_extra < 0 ? 0 : (busy1 - busy0) - w_extra;
+    int clean = others <= 0.05 * ns * (double) ncpu;
+
+    slices_total++;
+    if (!clean)
+        slices_disturbed++;
+    return clean;
+}
+
 /* One timed slice; 1 and the rate if the worker answered. */
 static int timed_slice(CONT *x, int t, int threads)
 {
-    double ops, ns, busy0, busy1, others, r;
+    double ops, ns, busy0, r;
     int clean;
 
     quiet_wait();
@@ -364,13 +378,8 @@ static int timed_slice(CONT *x, int t, int threads)
 
     if (w_cmd(&x->w, &ops, &ns, "run %.0f %d", opt.slice_ms, threads) < 2 || ns <= 0)
         return 0;
-    busy1 = stat_busy_ns();
-    others = busy0 < 0 || busy1 < 0 || w_extra < 0 ? 0 : (busy1 - busy0) - w_extra;
-    clean = others <= 0.05 * ns * (double) ncpu;
+    clean = slice_count(busy0, ns);
     r = ops * 1e9 / ns;
-    slices_total++;
-    if (!clean)
-        slices_disturbed++;
     if (r > x->any[t])
         x->any[t] = r;
     if (clean) {
@@ -479,17 +488,13 @@ static void compare_pooled(CONT *c, int n)
         for (int r = 0; r < turns; r++)
             for (int k = 0; k < n; k++) {
                 CONT *x = &c[(k + r) % n];
-                double o, t, b0 = stat_busy_ns(), b1;
+                double o, t, b0 = stat_busy_ns();
 
                 if (w_cmd(&x->w, &o, &t, "run %d 1", POOL_TURN_MS) < 2 || t <= 0)
                     continue;
+                slice_count(b0, t);
                 ops[h][x - c] += o;
                 ns[h][x - c] += t;
-                b1 = stat_busy_ns();
-                slices_total++;
-                if (b0 >= 0 && b1 >= 0 && w_extra >= 0 &&
-                    (b1 - b0) - w_extra > 0.05 * t * (double) ncpu)
-                    slices_disturbed++;
             }
     }
     for (int i = 0; i < n && n <= 8; i++) {
