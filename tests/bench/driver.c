@@ -1285,8 +1285,9 @@ static void bench_count(void)
         const struct scheme *s = &schemes[i];
         int eddsa = strcmp(s->name, "ed25519") == 0;
         double *x = cnt[i];
-        static const char *const suffix[10] = {"", "",      "",      "",      "",
-                                               "", "-init", "-init", "-stub", ""};
+        /* the file names tell the workers apart: b-init, d-init and a-stub need one */
+        static const char *const suffix[10] = {"",      "",      "",      "", "",
+                                               "-init", "-init", "-stub", "", ""};
         CONT c[10];
         double fast;
 
