@@ -407,6 +407,15 @@ CK_RV p11m_token_refresh_info(P11M_TOKEN *tok)
     return CKR_OK;
 }
 
+static int mech_cmp(const void *a, const void *b)
+{
+    CK_MECHANISM_TYPE x = *(const CK_MECHANISM_TYPE *) a,
+                      y = *(const CK_MECHANISM_TYPE *) b;
+
+    return (x > y) - (x < y);
+}
+
+/* Sorted, for a binary search: signing asks about three mechanisms each time. */
 static CK_RV token_load_mechs(P11M_TOKEN *tok)
 {
     CK_MECHANISM_TYPE *m = NULL;
@@ -430,6 +439,8 @@ static CK_RV token_load_mechs(P11M_TOKEN *tok)
         free(m);
         return rv;
     }
+    if (m != NULL)
+        qsort(m, n, sizeof(*m), mech_cmp);
     pthread_mutex_lock(&tok->lock);
     if (tok->mechs == NULL) {
         tok->mechs = m;
@@ -441,18 +452,25 @@ static CK_RV token_load_mechs(P11M_TOKEN *tok)
     return CKR_OK;
 }
 
-int p11m_token_has_mech(P11M_TOKEN *tok, CK_MECHANISM_TYPE mech)
+/* 1 when listed; -1 when the list is not loaded yet. */
+static int token_mech_listed(P11M_TOKEN *tok, CK_MECHANISM_TYPE mech)
 {
-    int found = 0, loaded;
+    int listed = -1;
 
     pthread_mutex_lock(&tok->lock);
-    loaded = tok->mechs != NULL;
+    if (tok->mechs != NULL)
+        listed = bsearch(&mech, tok->mechs, tok->n_mechs, sizeof(mech), mech_cmp) != NULL;
     pthread_mutex_unlock(&tok->lock);
-    if (!loaded && token_load_mechs(tok) != CKR_OK)
+    return listed;
+}
+
+int p11m_token_has_mech(P11M_TOKEN *tok, CK_MECHANISM_TYPE mech)
+{
+    int listed = token_mech_listed(tok, mech);
+
+    if (listed >= 0)
+        return listed;
+    if (token_load_mechs(tok) != CKR_OK)
         return 0;
-    pthread_mutex_lock(&tok->lock);
-    for (CK_ULONG i = 0; i < tok->n_mechs && !found; i++)
-        found = tok->mechs[i] == mech;
-    pthread_mutex_unlock(&tok->lock);
-    return found;
+    return token_mech_listed(tok, mech) == 1;
 }
