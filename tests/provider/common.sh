@@ -31,11 +31,14 @@ run_loop() {
     LOOP=$!
 }
 loop_rc() { sed -n 's/^exit //p' "$1"; }
-# first_attempt OUT: waits (up to 30 s) for the loop's first attempt, however slowly the
-# program starts (ASan builds, a busy machine).
-first_attempt() {
+# wait_line OUT REGEX: waits (up to 30 s) for a line of OUT that matches REGEX.
+wait_line() {
     for _ in $(seq 150); do
-        grep -q '^0 ' "$1" && return 0
+        grep -qE "$2" "$1" && return 0
         sleep 0.2
     done
+    return 1
 }
+# first_attempt OUT: waits (up to 30 s) for the loop's first attempt, however slowly the
+# program starts (ASan builds, a busy machine).
+first_attempt() { wait_line "$1" '^0 '; }

@@ -57,10 +57,7 @@ run_loop late.log 100
 first_attempt late.log
 fx__untrack tpm-abrmd
 (umask 077 && echo "$FX_PIN" >later-pin.txt)
-for _ in $(seq 150); do
-    grep -qE "FAIL .*token (error|not present)" late.log && break
-    sleep 0.2
-done
+wait_line late.log "FAIL .*token (error|not present)"
 fx__tpm_abrmd "$FX_TPM_DIR"
 is "tpm2-abrmd back after a login attempt met its absence" "$?" 0
 wait "$LOOP"
@@ -100,10 +97,7 @@ LOOP=$!
 for _ in $(seq 300); do [ -e at-unseal ] && break; sleep 0.1; done
 fx__untrack tpm-abrmd
 touch unseal-go
-for _ in $(seq 150); do
-    grep -qE "FAIL|ok" unseal.log && break
-    sleep 0.2
-done
+wait_line unseal.log "FAIL|ok"
 fx__tpm_abrmd "$FX_TPM_DIR"
 is "tpm2-abrmd back after it went away during a login's unseal" "$?" 0
 wait "$LOOP"
