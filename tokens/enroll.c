@@ -20,6 +20,7 @@
 #include <openssl/cmp.h>
 #include <openssl/err.h>
 #include <openssl/http.h>
+#include <openssl/httperr.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -394,10 +395,45 @@ static OSSL_CMP_CTX *cmp_ctx(struct cmp_run *r)
     return ctx;
 }
 
+/*
+ * A transfer error from a server that answered, only not with CMP (an HTTP error status,
+ * another content type, a body that is not a CMP message): 1 with what it answered in
+ * buf. 0 when nothing answered (no connection, timeout). The transfer's first error
+ * says which: OpenSSL's CMP client clears the queue before it sends.
+ */
+static int cmp_answered_not_cmp(char *buf, size_t n)
+{
+    const char *data = NULL;
+    int flags = 0;
+    unsigned long e = ERR_peek_error_data(&data, &flags);
+    const char *what = ERR_reason_error_string(e);
+
+    if (ERR_GET_LIB(e) == ERR_LIB_HTTP) {
+        switch (ERR_GET_REASON(e)) {
+        case HTTP_R_CONNECT_FAILURE:
+        case HTTP_R_ERROR_SENDING:
+        case HTTP_R_ERROR_RECEIVING:
+        case HTTP_R_FAILED_READING_DATA:
+        case HTTP_R_RETRY_TIMEOUT:
+        case HTTP_R_SERVER_CANCELED_CONNECTION:
+            return 0;
+        default:
+            break;
+        }
+    } else if (ERR_GET_LIB(e) != ERR_LIB_ASN1) {
+        return 0;
+    }
+    snprintf(buf, n, "%s%s%s%s", what != NULL ? what : "?",
+             (flags & ERR_TXT_STRING) && data != NULL && *data != '\0' ? ": " : "",
+             (flags & ERR_TXT_STRING) && data != NULL ? data : "",
+             ERR_GET_LIB(e) == ERR_LIB_ASN1 ? " (not a CMP message)" : "");
+    return 1;
+}
+
 /* Why the exchange failed, in one line (into r->why unless the callback wrote it). */
 static void cmp_why(struct cmp_run *r, OSSL_CMP_CTX *ctx)
 {
-    char si[400];
+    char si[400], answer[300];
     unsigned long e = ERR_peek_last_error();
     int lib = ERR_GET_LIB(e), reason = ERR_GET_REASON(e);
     int status = OSSL_CMP_CTX_get_status(ctx);
@@ -418,6 +454,12 @@ static void cmp_why(struct cmp_run *r, OSSL_CMP_CTX *ctx)
         snprintf(r->why, sizeof(r->why),
                  "the CA asked to wait (polling) longer than --timeout %ld s allows",
                  r->o->timeout);
+    else if (status < 0 && lib == ERR_LIB_CMP && reason == CMP_R_TRANSFER_ERROR &&
+             cmp_answered_not_cmp(answer, sizeof(answer)))
+        snprintf(
+            r->why, sizeof(r->why),
+            "the server at %s answered, but not as a CMP server (%s): check --server",
+            r->o->server, answer);
     else if (status < 0 && lib == ERR_LIB_CMP &&
              (reason == CMP_R_TRANSFER_ERROR || reason == CMP_R_TOTAL_TIMEOUT))
         snprintf(r->why, sizeof(r->why), "the CA at %s is unreachable%s%s (%s)",

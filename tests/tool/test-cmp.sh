@@ -11,7 +11,7 @@ source "$(dirname "$0")/common.sh"
 fx_workdir tool-cmp
 fx_ca || skip_all "CA fixture could not be built"
 [ -x "${P11M_CMP_CA:-}" ] || bail_out "the CMP test CA (P11M_CMP_CA) is not built"
-plan 95
+plan 97
 
 LABEL="cmp"
 (umask 077 && echo 87654321 >"$WORK/so.pin" && echo 4321 >"$WORK/pin.txt" &&
@@ -169,6 +169,17 @@ rc_is "status shows the failed attempt" 0 "$TOOL" status --token "pkcs11:token=$
 out_has "...with its reason" "last attempt .*: renew failed: the CA at .* is unreachable"
 check "...and the metric" grep -q '^p11mtls_renew_last_success{identity="device"} 0$' \
     "$WORK/p11mtls.prom"
+# A server that answers, but is no CMP server (a wrong --server): python's http.server
+# answers a POST with 501.
+port=$(fx_free_port)
+(cd "$WORK" && exec python3 -m http.server --bind 127.0.0.1 "$port") >/dev/null 2>&1 &
+fx__track "$!" not-cmp
+for _ in $(seq 100); do fx__port_open "$port" && break; sleep 0.1; done
+FX_CMP_URL=http://127.0.0.1:$port/pkix/
+rc_is "a server that is not a CMP server: fails" 1 renew --timeout 5
+out_has "...saying what it answered, not that it is unreachable" \
+    "the server at http://127.0.0.1:$port/pkix/ answered, but not as a CMP server \(received error: code=501.*\): check --server"
+fx__untrack not-cmp
 FX_CMP_URL=$good_url
 
 fx_cmp_ca_stop ca
