@@ -11,7 +11,7 @@ source "$(dirname "$0")/common.sh"
 fx_workdir tool-cmp
 fx_ca || skip_all "CA fixture could not be built"
 [ -x "${P11M_CMP_CA:-}" ] || bail_out "the CMP test CA (P11M_CMP_CA) is not built"
-plan 97
+plan 99
 
 LABEL="cmp"
 (umask 077 && echo 87654321 >"$WORK/so.pin" && echo 4321 >"$WORK/pin.txt" &&
@@ -169,16 +169,37 @@ rc_is "status shows the failed attempt" 0 "$TOOL" status --token "pkcs11:token=$
 out_has "...with its reason" "last attempt .*: renew failed: the CA at .* is unreachable"
 check "...and the metric" grep -q '^p11mtls_renew_last_success{identity="device"} 0$' \
     "$WORK/p11mtls.prom"
-# A server that answers, but is no CMP server (a wrong --server): python's http.server
-# answers a POST with 501.
+# A server that answers, but is no CMP server (a wrong --server): an HTTP error status
+# under /pkix/, and under /der/ a DER body of CMP's content type that is no CMP message.
+cat >"$WORK/not-cmp.py" <<'PY'
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if not self.path.startswith("/der/"):
+            return self.send_error(501, "Unsupported method ('POST')")
+        body = bytes.fromhex("3003020105")  # SEQUENCE { INTEGER 5 }
+        self.send_response(200)
+        self.send_header("Content-Type", "application/pkixcmp")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+PY
 port=$(fx_free_port)
-(cd "$WORK" && exec python3 -m http.server --bind 127.0.0.1 "$port") >/dev/null 2>&1 &
+python3 "$WORK/not-cmp.py" "$port" >/dev/null 2>&1 &
 fx__track "$!" not-cmp
 for _ in $(seq 100); do fx__port_open "$port" && break; sleep 0.1; done
 FX_CMP_URL=http://127.0.0.1:$port/pkix/
 rc_is "a server that is not a CMP server: fails" 1 renew --timeout 5
 out_has "...saying what it answered, not that it is unreachable" \
     "the server at http://127.0.0.1:$port/pkix/ answered, but not as a CMP server \(received error: code=501.*\): check --server"
+FX_CMP_URL=http://127.0.0.1:$port/der/
+rc_is "a server that answers DER that is no CMP message: fails" 1 renew --timeout 5
+out_has "...saying so" \
+    "the server at http://127.0.0.1:$port/der/ answered, but not as a CMP server \(.*\(not a CMP message\)\): check --server"
 fx__untrack not-cmp
 FX_CMP_URL=$good_url
 
