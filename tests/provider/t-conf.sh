@@ -42,7 +42,7 @@ check "conf/nginx-mtls.conf passes nginx -t" env -u OPENSSL_CONF nginx -t -p "$W
 env -u OPENSSL_CONF nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
 NGINX=$!
 trap 'kill $NGINX 2>/dev/null; fx_cleanup' EXIT
-for _ in $(seq 50); do fx__port_open "$port" && break; sleep 0.1; done
+fx_wait_port "$port" 50
 get() { printf 'GET /whoami HTTP/1.0\r\nHost: api.corp.example\r\n\r\n' |
     osl s_client -quiet -connect "127.0.0.1:$port" -CAfile "$FX_CA_ROOT" "$@" 2>/dev/null; }
 like "a device signing with its token key is admitted with its UID" \

@@ -191,7 +191,7 @@ PY
 port=$(fx_free_port)
 python3 "$WORK/not-cmp.py" "$port" >/dev/null 2>&1 &
 fx__track "$!" not-cmp
-for _ in $(seq 100); do fx__port_open "$port" && break; sleep 0.1; done
+fx_wait_port "$port"
 FX_CMP_URL=http://127.0.0.1:$port/pkix/
 rc_is "a server that is not a CMP server: fails" 1 renew --timeout 5
 out_has "...saying what it answered, not that it is unreachable" \
