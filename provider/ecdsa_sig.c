@@ -37,20 +37,21 @@ static void ecdsa_mechs(const P11M_SIG_CTX *ctx, CK_MECHANISM_TYPE *raw,
 #define ECDSA_MAX_HALF 66
 
 /* One half of r||s as a DER INTEGER at *pp: unsigned, so its leading zero bytes go (DER
- * wants the shortest form) and OpenSSL's encoder adds a sign byte where one is due. */
+ * wants the shortest form) and OpenSSL's encoder adds a sign byte where one is due. The
+ * ASN1_INTEGER lives on the stack and points into v: allocating, copying and freeing one
+ * per half cost as much as the encoding. */
 static int ecdsa_der_uint(const unsigned char *v, size_t n, unsigned char **pp)
 {
-    ASN1_INTEGER *ai = ASN1_INTEGER_new();
-    int len = -1;
+    ASN1_INTEGER ai = {0};
 
     while (n > 1 && v[0] == 0) {
         v++;
         n--;
     }
-    if (ai != NULL && ASN1_STRING_set(ai, v, (int) n))
-        len = i2d_ASN1_INTEGER(ai, pp);
-    ASN1_INTEGER_free(ai);
-    return len;
+    ai.type = V_ASN1_INTEGER;
+    ai.length = (int) n;
+    ai.data = (unsigned char *) v; /* i2d only reads it */
+    return i2d_ASN1_INTEGER(&ai, pp);
 }
 
 /*
