@@ -449,23 +449,68 @@ static int prov_get_params(void *provctx, OSSL_PARAM params[])
     return 1;
 }
 
-EVP_MD *p11m_prov_md(P11M_PROV *prov, const char *mdname)
-{
-    static const int nids[5] = {NID_sha1, NID_sha224, NID_sha256, NID_sha384, NID_sha512};
-    int nid = OBJ_sn2nid(mdname), i; /* unlike OBJ_txt2nid, leaves no error behind */
-    EVP_MD *md, *expected = NULL;
+static const int prov_md_nids[5] = {NID_sha1, NID_sha224, NID_sha256, NID_sha384,
+                                    NID_sha512};
 
-    /* Fetching costs more than a signature's own work on fast tokens: keep one each. */
+/* The index in prov->mds of a spelling seen before, else -1. */
+static int prov_md_seen(P11M_PROV *prov, const char *mdname)
+{
+    int n = __atomic_load_n(&prov->n_md_names, __ATOMIC_ACQUIRE);
+
+    for (int i = 0; i < n; i++)
+        if (__atomic_load_n(&prov->md_names[i].ready, __ATOMIC_ACQUIRE) &&
+            strcmp(prov->md_names[i].name, mdname) == 0)
+            return prov->md_names[i].mds_index;
+    return -1;
+}
+
+/* Remembers a spelling while there is room; two threads may both add one: harmless. */
+static void prov_md_remember(P11M_PROV *prov, const char *mdname, int index)
+{
+    int n = __atomic_load_n(&prov->n_md_names, __ATOMIC_ACQUIRE);
+
+    if (strlen(mdname) >= sizeof(prov->md_names[0].name))
+        return;
+    do
+        if (n >= (int) (sizeof(prov->md_names) / sizeof(prov->md_names[0])))
+            return;
+    while (!__atomic_compare_exchange_n(&prov->n_md_names, &n, n + 1, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE));
+    strcpy(prov->md_names[n].name, mdname);
+    prov->md_names[n].mds_index = index;
+    __atomic_store_n(&prov->md_names[n].ready, 1, __ATOMIC_RELEASE);
+}
+
+/* The index in prov->mds of a digest known by its object name, else -1. */
+static int prov_md_by_object(const char *mdname)
+{
+    int nid = OBJ_sn2nid(mdname); /* unlike OBJ_txt2nid, leaves no error behind */
+
     if (nid == NID_undef)
         nid = OBJ_ln2nid(mdname);
-    for (i = 0; i < 5; i++)
-        if (nids[i] == nid)
-            break;
-    if (i < 5 && (md = __atomic_load_n(&prov->mds[i], __ATOMIC_ACQUIRE)) != NULL)
+    for (int i = 0; i < 5; i++)
+        if (prov_md_nids[i] == nid)
+            return i;
+    return -1;
+}
+
+EVP_MD *p11m_prov_md(P11M_PROV *prov, const char *mdname)
+{
+    int i = prov_md_seen(prov, mdname), seen = i >= 0;
+    EVP_MD *md, *expected = NULL;
+
+    /* Fetching costs more than a signature's own work on fast tokens: keep one each.
+     * Names are looked up once: libssl passes "SHA2-256", which object names lack. */
+    if (i < 0)
+        i = prov_md_by_object(mdname);
+    if (i >= 0 && (md = __atomic_load_n(&prov->mds[i], __ATOMIC_ACQUIRE)) != NULL) {
+        if (!seen)
+            prov_md_remember(prov, mdname, i);
         return EVP_MD_up_ref(md) ? md : NULL;
+    }
     md = EVP_MD_fetch(prov->libctx, mdname, "provider!=" P11M_PROV_NAME);
     for (i = 0; i < 5 && md != NULL; i++)
-        if (EVP_MD_get_type(md) == nids[i])
+        if (EVP_MD_get_type(md) == prov_md_nids[i])
             break;
     if (md == NULL || i == 5) {
         EVP_MD_free(md);
@@ -475,6 +520,8 @@ EVP_MD *p11m_prov_md(P11M_PROV *prov, const char *mdname)
         !__atomic_compare_exchange_n(&prov->mds[i], &expected, md, 0, __ATOMIC_ACQ_REL,
                                      __ATOMIC_ACQUIRE))
         EVP_MD_free(md); /* another thread cached one first: drop our extra reference */
+    if (!seen)
+        prov_md_remember(prov, mdname, i);
     return md;
 }
 

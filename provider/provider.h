@@ -25,6 +25,14 @@ typedef struct p11m_prov {
     char *pin_source;
     int pem_uri;    /* serve PEM-URI key files (decoders): opt-in, see provider.c */
     EVP_MD *mds[5]; /* SHA-1, SHA-224, SHA-256, SHA-384, SHA-512, fetched once */
+    /* The spellings callers used for them ("SHA256", "SHA2-256", ...), each with its
+     * index in mds: immutable once ready is set, so read without a lock. */
+    struct {
+        char name[32];
+        int mds_index;
+        int ready;
+    } md_names[8];
+    int n_md_names;
 } P11M_PROV;
 
 /* The digest named mdname from the software provider, fetched once per provider (a
