@@ -254,27 +254,61 @@ static long long module_now_ms(void)
     return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Fast tries before backing off: tpm2-abrmd's restart takes a few seconds. */
+#define REINIT_FAST_TRIES 10
+
+/*
+ * How long after a re-initialisation the next may come, given how many in a row found
+ * no token to open a session on. Some modules lose memory at every C_Initialize that
+ * cannot reach their device (tpm2-pkcs11 1.9: 11 KB, behind p11-kit's proxy too), and a
+ * resource manager that stays down for a day must not cost a day of them.
+ */
+static long long module_reinit_gap_ms(int streak)
+{
+    int over = streak - (REINIT_FAST_TRIES - 1);
+
+    if (over <= 0)
+        return 1000;
+    return over >= 5 ? 30000 : 1000LL << over;
+}
+
+void p11m_module_token_seen(P11M_MODULE *mod)
+{
+    if (__atomic_load_n(&mod->reinit_streak, __ATOMIC_RELAXED) != 0)
+        __atomic_store_n(&mod->reinit_streak, 0, __ATOMIC_RELAXED);
+}
+
 int p11m_module_reinit(P11M_MODULE *mod)
 {
-    long long now = module_now_ms();
+    long long now = module_now_ms(), gap;
     int done = 0;
 
     struct timespec deadline;
 
+    gap = module_reinit_gap_ms(__atomic_load_n(&mod->reinit_streak, __ATOMIC_RELAXED));
     /* C_Finalize in a child would flush the parent's TPM objects. */
     if (mod->shared || (mod->fork_unsafe && mod->born != p11m_fork_generation()) ||
-        now - __atomic_load_n(&mod->last_reinit_ms, __ATOMIC_RELAXED) < 1000)
+        now - __atomic_load_n(&mod->last_reinit_ms, __ATOMIC_RELAXED) < gap)
         return 0;
     /* Other threads may keep the module busy: give up rather than stall the caller. */
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += 2;
     if (pthread_rwlock_timedwrlock(&mod->use_lock, &deadline) != 0)
         return 0;
-    if (now - mod->last_reinit_ms >= 1000) {
+    if (now - mod->last_reinit_ms >= module_reinit_gap_ms(mod->reinit_streak)) {
+        int streak = mod->reinit_streak < 1000000 ? mod->reinit_streak + 1 : 1000000;
+
         mod->last_reinit_ms = now;
         p11m_log(1, "re-initialising %s to look for tokens again", mod->path);
         P11M_CALL(mod, C_Finalize, NULL);
         done = module_initialize(mod, 0) == CKR_OK;
+        __atomic_store_n(&mod->reinit_streak, streak, __ATOMIC_RELAXED);
+        if (streak == REINIT_FAST_TRIES)
+            p11m_log(
+                1,
+                "%s: %d re-initialisations in a row found no token to open a session "
+                "on: trying again every 2 s to 30 s from now on",
+                mod->path, streak);
         __atomic_add_fetch(&mod->epoch, 1, __ATOMIC_RELEASE);
     }
     pthread_rwlock_unlock(&mod->use_lock);

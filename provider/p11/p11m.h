@@ -136,6 +136,7 @@ struct p11m_module {
      * writing while the module is re-initialised: C_Finalize never runs under a call. */
     pthread_rwlock_t use_lock;
     long long last_reinit_ms;
+    int reinit_streak; /* re-initialisations since a session last opened */
 };
 
 /*
@@ -150,11 +151,14 @@ CK_RV p11m_module_check_fork(P11M_MODULE *mod);
 /*
  * Finalises and initialises the module again, so a module that only scans for tokens at
  * initialisation (SoftHSM2) sees a token that came back. At most once a second per
- * module, and never for a module that the program or another library initialised first
+ * module (after ten in a row with no session opened since, every 2, 4, 8, 16, then 30 s),
+ * and never for a module that the program or another library initialised first
  * (finalising it would end their sessions); never call it while holding a session of
  * the module. 1 if it re-initialised.
  */
 int p11m_module_reinit(P11M_MODULE *mod);
+/* A session opened on one of the module's tokens: re-initialisations go fast again. */
+void p11m_module_token_seen(P11M_MODULE *mod);
 /* Whether the module is known not to notice fork (see fork_unsafe), from its library
  * information or from a PKCS#11 module file name. */
 int p11m_module_info_fork_unsafe(const CK_INFO *info, const char *path);

@@ -33,8 +33,10 @@ CK_RV p11m_session_get(P11M_TOKEN *tok, CK_SESSION_HANDLE *sess)
     pthread_mutex_unlock(&tok->lock);
     rv = P11M_CALL(tok->mod, C_OpenSession, tok->slot, CKF_SERIAL_SESSION, NULL, NULL,
                    sess);
-    if (rv == CKR_OK)
+    if (rv == CKR_OK) {
+        p11m_module_token_seen(tok->mod);
         return CKR_OK;
+    }
     if (p11m_rv_token_gone(rv))
         p11m_token_mark_absent(tok);
     p11m_module_release(tok->mod);

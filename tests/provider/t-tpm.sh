@@ -10,7 +10,7 @@ source "$(dirname "$0")/common.sh"
 [ "$P11M_TEST_TOKEN" = tpm ] || skip_all "needs P11M_TEST_TOKEN=tpm"
 fx_workdir provider-tpm
 fx_token && fx_ca || bail_out "fixtures could not be built"
-plan 36
+plan 40
 prov_conf
 
 for via in proxy module; do
@@ -71,6 +71,36 @@ is "...no PIN refusal was recorded, the TPM's lockout counter did not move" \
     "$(cat "$P11MTLS_RUNTIME_DIR"/*.refused 2>/dev/null) $(fx_tpm_lockout_counter)" " $before"
 like "...p11mtls re-initialised the module to get there" \
     "$(grep -m 1 're-initialising' late-p11.log)" "re-initialising .* to look for tokens again"
+prov_conf
+
+# tpm2-abrmd down for long: tpm2-pkcs11 loses 11 KB at every failed C_Initialize, so
+# after ten failed re-initialisations in a row the core waits 2, 4, 8, 16, then 30 s
+# between them, and still finds the TPM once it is back. The count is checked against
+# the time that really passed (a busy machine only makes fewer attempts).
+before=$(fx_tpm_lockout_counter)
+prov_conf debug-level=1 "debug-file=$WORK/long-p11.log"
+run_loop long.log 200
+first_attempt long.log
+fx__untrack tpm-abrmd
+backoff="10 re-initialisations in a row found no token to open a session on: trying again every 2 s to 30 s"
+wait_line long-p11.log "$backoff"
+is "tpm2-abrmd down: after ten failed re-initialisations the core backs off" "$?" 0
+t0=$(date +%s)
+sleep 8
+n=$(sed -n "/$backoff/,\$p" long-p11.log | grep -c 're-initialising')
+elapsed=$(($(date +%s) - t0 + 1)) allowed=1 at=0
+for gap in 2 4 8 16 30 30 30 30; do
+    at=$((at + gap))
+    [ "$at" -gt "$elapsed" ] || allowed=$((allowed + 1))
+done
+check "...then re-initialises 2, 4, 8 s apart: $n times in ${elapsed}s (at most $allowed)" \
+    test "$n" -le "$allowed"
+fx__tpm_abrmd "$FX_TPM_DIR"
+wait_line long.log " ok"
+is "...and signs again once tpm2-abrmd is back" "$?" 0
+wait "$LOOP"
+is "...the program survives, the TPM's lockout counter did not move" \
+    "$(loop_rc long.log) $(fx_tpm_lockout_counter)" "0 $before"
 prov_conf
 
 # A PIN refusal that is the broken link's: tpm2-pkcs11 answers C_Login with
