@@ -2,8 +2,8 @@
 # tests/fuzz/run.sh TARGET SECONDS [RUNS]: build the libFuzzer target TARGET
 # (fuzz_TARGET.c) with clang (-fsanitize=fuzzer,address,undefined) straight from the
 # sources it tests, into the build dir, then fuzz it for SECONDS from the seed corpus in
-# tests/fuzz/corpus/TARGET. With RUNS, fuzz until RUNS executions, SECONDS being only the
-# bound; a third test line then says whether RUNS was reached (a TODO when the target is
+# tests/fuzz/corpus/TARGET. With RUNS, fuzz on every core until RUNS executions in all,
+# SECONDS being only the bound; a third test line then says whether RUNS was reached (a TODO when the target is
 # too slow for RUNS within SECONDS: see tests/RELIABILITY.md). TAP: the build, then the
 # run. A crash, a sanitizer report, a
 # leak, a timeout or a broken property fails the run; the input that did it is kept in
@@ -20,6 +20,10 @@ limit=(-max_total_time="$seconds" -timeout=20)
 # long runs: a shared machine can stall a process for longer than 20 s (two such
 # "timeouts" under load replayed in 10 and 28 ms), so only a real hang counts there
 [ -z "$want" ] || limit=(-max_total_time="$seconds" -timeout=300 -runs="$want")
+# long runs fuzz on every core: libFuzzer's fork mode runs the jobs in child processes
+# and sums their executions and coverage (P11M_FUZZ_JOBS=1 keeps one process)
+jobs=${P11M_FUZZ_JOBS:-$(nproc)}
+[ -z "$want" ] || [ "$jobs" -le 1 ] || limit+=(-fork="$jobs")
 plan $((${want:+1} + 2))
 
 core=("$src"/provider/p11/*.c)
@@ -74,6 +78,11 @@ rc=0
 runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/fuzz.log")
 cov=$(grep -Eo 'cov: [0-9]+ ft: [0-9]+' "$work/fuzz.log" | tail -n 1)
 rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$work/fuzz.log")
+if [ -z "$runs" ]; then # fork mode: no final stats; the parent's last job line and end
+    runs=$(sed -En 's/^#([0-9]+): cov: .*/\1/p' "$work/fuzz.log" | tail -n 1)
+    took=$(sed -En 's/^INFO: exiting: .* time: ([0-9]+)s.*/\1/p' "$work/fuzz.log")
+    [ -z "$runs" ] || [ "${took:-0}" -eq 0 ] || rate=$((runs / took))
+fi
 if [ "$rc" -eq 0 ]; then
     ok "fuzz_$target (bound ${seconds}s): ${runs:-?} runs, ${rate:-?} exec/s, ${cov:-no coverage line}, no finding"
 else
