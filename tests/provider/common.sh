@@ -31,10 +31,11 @@ run_loop() {
     LOOP=$!
 }
 loop_rc() { sed -n 's/^exit //p' "$1"; }
-# wait_line OUT REGEX: waits (up to 30 s) for a line of OUT that matches REGEX.
+# wait_line OUT REGEX [FROM]: waits (up to 30 s) for a line of OUT, from line FROM on
+# (default 1), that matches REGEX.
 wait_line() {
     for _ in $(seq 150); do
-        grep -qE "$2" "$1" && return 0
+        tail -n +"${3:-1}" "$1" | grep -qE "$2" && return 0
         sleep 0.2
     done
     return 1

@@ -97,9 +97,8 @@ check "...then re-initialises 2, 4, 8 s apart: $n times in ${elapsed}s (at most 
     test "$n" -le "$allowed"
 since=$(wc -l <long.log)
 fx__tpm_abrmd "$FX_TPM_DIR"
-signed_since() { tail -n +"$((since + 1))" long.log | grep -q '^[0-9]* ok'; }
-for _ in $(seq 150); do signed_since && break; sleep 0.2; done
-check "...and signs again once tpm2-abrmd is back" signed_since
+wait_line long.log '^[0-9]+ ok' $((since + 1))
+is "...and signs again once tpm2-abrmd is back" "$?" 0
 wait "$LOOP"
 is "...the program survives, the TPM's lockout counter did not move" \
     "$(loop_rc long.log) $(fx_tpm_lockout_counter)" "0 $before"
