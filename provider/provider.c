@@ -508,7 +508,7 @@ EVP_MD *p11m_prov_md(P11M_PROV *prov, const char *mdname)
             prov_md_remember(prov, mdname, i);
         return EVP_MD_up_ref(md) ? md : NULL;
     }
-    md = EVP_MD_fetch(prov->libctx, mdname, "provider!=" P11M_PROV_NAME);
+    md = EVP_MD_fetch(prov->libctx, mdname, P11M_NOT_US);
     for (i = 0; i < 5 && md != NULL; i++)
         if (EVP_MD_get_type(md) == prov_md_nids[i])
             break;

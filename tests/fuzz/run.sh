@@ -3,10 +3,10 @@
 # (fuzz_TARGET.c) with clang (-fsanitize=fuzzer,address,undefined) straight from the
 # sources it tests, into the build dir, then fuzz it for SECONDS from the seed corpus in
 # tests/fuzz/corpus/TARGET. With RUNS, fuzz on every core until RUNS executions in all,
-# SECONDS being only the bound; a third test line then says whether RUNS was reached (a TODO when the target is
-# too slow for RUNS within SECONDS: see tests/RELIABILITY.md). TAP: the build, then the
-# run. A crash, a sanitizer report, a
-# leak, a timeout or a broken property fails the run; the input that did it is kept in
+# SECONDS being only the bound; a third test line then says whether RUNS was reached (a
+# TODO when the target is too slow for RUNS within SECONDS: see tests/RELIABILITY.md).
+# TAP: the build, then the run. A crash, a sanitizer report, a leak, a timeout or a
+# broken property fails the run; the input that did it is kept in
 # $P11M_TMP/fuzz-TARGET-SECONDSs/ (add it to the seed corpus once the bug is fixed).
 #
 # The default build uses gcc; libFuzzer needs clang, hence the direct compile here.
